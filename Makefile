@@ -1,0 +1,40 @@
+# roadmap: `make roadmap` and `make test` are all a user types; each sets up .venv/ on first use.
+SHELL := /bin/bash
+PYTHON ?= python3.11
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.DEFAULT_GOAL := help
+
+help: ## list the targets
+	@grep -E '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
+
+$(STAMP): pyproject.toml
+	@command -v $(PYTHON) >/dev/null || { echo "error: $(PYTHON) not found; install Python 3.11 or run make PYTHON=/path/to/python3.11"; exit 1; }
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+venv: $(STAMP) ## create .venv/ and install the project (done by every target that needs it)
+
+test: $(STAMP) ## run the test suite (CPU, a few minutes)
+	$(PY) -m pytest
+
+lint: $(STAMP) ## ruff
+	$(VENV)/bin/ruff check .
+
+describe: $(STAMP) ## every step's params and GFLOPs beside the paper's (LADDER=resnet50|resnet200)
+	$(PY) -m roadmap.describe ladder=$(or $(LADDER),resnet50)
+
+snapshot: $(STAMP) ## rewrite tests/snapshots/complexity.json after a deliberate architecture change
+	$(PY) -m tests.snapshot
+
+roadmap: $(STAMP) ## the whole ladder; until training lands, the ladder's architectures at a glance
+	$(PY) -m roadmap.describe ladder=$(or $(LADDER),resnet50) format=markdown
+
+clean: ## remove the venv and caches (keeps runs/)
+	rm -rf $(VENV) .pytest_cache .ruff_cache *.egg-info
+
+.PHONY: help venv test lint describe snapshot roadmap clean

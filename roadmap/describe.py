@@ -1,0 +1,131 @@
+"""The ladder at a glance: every step's parameters and GFLOPs, measured, beside the paper's.
+
+    python -m roadmap.describe [ladder=resnet50|resnet200] [format=table|markdown|json]
+                               [steps=gelu,layer_norm] [image_size=224] [convention=fvcore|macs]
+                               [any Hydra override, e.g. model.kernel_size=9 model.num_classes=10]
+
+GFLOPs are multiply-accumulates / 1e9 of one image, counted by ``torch.utils.flop_counter`` on the
+built module the way the paper's fvcore counts (see :mod:`roadmap.flops`), at 224x224 and 1000
+classes unless overridden.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import Sequence
+
+import pandas as pd
+
+from roadmap.conf import compose, model_config
+from roadmap.flops import count_gflops, count_params
+from roadmap.ladder import GFLOPS_NOTES, ladder_steps
+from roadmap.models import build_model
+
+FORMATS = ("table", "markdown", "json")
+OWN_KEYS = ("format", "steps", "image_size", "convention", "ladder")
+
+
+def describe(ladder: str = "resnet50", overrides: Sequence[str] = (), image_size: int = 224,
+             steps: Sequence[str] | None = None, convention: str = "fvcore") -> list[dict]:
+    """One record per step of ``ladder``: measured params and GFLOPs, the paper's figures."""
+    chosen = list(ladder_steps(ladder))
+    if steps:
+        names = [s.name for s in chosen]
+        unknown = [s for s in steps if s not in names]
+        if unknown:
+            raise ValueError(f"steps={','.join(unknown)} not on ladder={ladder}; "
+                             f"valid: {', '.join(names)}")
+        chosen = [s for s in chosen if s.name in steps]
+    records = []
+    for step in chosen:
+        cfg = compose([f"ladder={ladder}", f"step={step.name}", *overrides])
+        mcfg = model_config(cfg)
+        model = build_model(mcfg)
+        gflops = count_gflops(model, image_size, mcfg.in_chans, convention)
+        diff = None if step.paper_gflops is None else gflops - step.paper_gflops
+        records.append({
+            "step": step.index,
+            "name": step.name,
+            "adopted": step.adopted,
+            "params": count_params(model),
+            "gflops": round(gflops, 4),
+            "paper_gflops": step.paper_gflops,
+            "gflops_diff": None if diff is None else round(diff, 4),
+            "paper_top1": step.paper_top1,
+            "change": step.change,
+            "note": GFLOPS_NOTES.get(step.name, "") if ladder == "resnet50" else "",
+        })
+    return records
+
+
+def render(records: list[dict], fmt: str) -> str:
+    if fmt == "json":
+        return json.dumps(records, indent=2)
+    df = pd.DataFrame(records)
+    notes = [(r["name"], r["note"]) for r in records if r["note"]]
+    df = df.drop(columns=["note", "change"])
+    df["params"] = df["params"].map("{:,}".format)
+    if fmt == "markdown":
+        text = df.to_markdown(index=False, floatfmt=".2f")
+    else:
+        text = df.to_string(index=False, na_rep="", float_format=lambda v: f"{v:.3f}")
+    for name, note in notes:
+        text += f"\n\n{name}: {note}"
+    return text
+
+
+def parse_args(argv: Sequence[str]) -> tuple[dict[str, str], list[str]]:
+    own, overrides = {}, []
+    for arg in argv:
+        key, sep, value = arg.partition("=")
+        if not sep:
+            raise ValueError(f"argument {arg!r} is not key=value; e.g. ladder=resnet200 "
+                             "format=json model.kernel_size=9")
+        if key in OWN_KEYS:
+            own[key] = value
+        else:
+            overrides.append(arg)
+    fmt = own.get("format", "table")
+    if fmt not in FORMATS:
+        raise ValueError(f"format={fmt} is invalid; valid values: {', '.join(FORMATS)}")
+    image_size = own.get("image_size", "224")
+    if not image_size.isdigit() or int(image_size) < 1:
+        raise ValueError(f"image_size={image_size} is invalid: must be a positive integer")
+    return own, overrides
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if any(a in ("-h", "--help") for a in argv):
+        print(__doc__.strip())
+        return 0
+    try:
+        own, overrides = parse_args(argv)
+        records = describe(
+            ladder=own.get("ladder", "resnet50"), overrides=overrides,
+            image_size=int(own.get("image_size", "224")),
+            steps=own["steps"].split(",") if own.get("steps") else None,
+            convention=own.get("convention", "fvcore"),
+        )
+    except Exception as exc:  # one clear line, not a traceback
+        print(f"error: {one_line(exc)}", file=sys.stderr)
+        return 2
+    print(render(records, own.get("format", "table")))
+    return 0
+
+
+def one_line(exc: BaseException) -> str:
+    """An exception (Hydra's are multi-line, with the reason in the cause) as one line."""
+    lines = [ln.strip() for ln in str(exc).splitlines()]
+    if "Config search path:" in lines:
+        lines = lines[:lines.index("Config search path:")]
+    text = " ".join(ln for ln in lines if ln)
+    cause = exc.__cause__
+    if cause is not None and str(cause).strip():
+        text += f" ({str(cause).splitlines()[0].strip()})"
+    return text
+
+
+if __name__ == "__main__":
+    sys.exit(main())

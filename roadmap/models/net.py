@@ -1,0 +1,225 @@
+"""One network, stem -> stages -> head, and one block whose behaviour is set by flags.
+
+With the default :class:`ModelConfig` the network is torchvision's ResNet-50 (v1.5); with the
+flags of the roadmap's last step it is torchvision's ConvNeXt-T, parameter for parameter
+(see :mod:`roadmap.models.convert`).
+
+Block, in the order its layers run (``spatial_conv="top"`` shown; ``middle`` swaps conv1 and
+conv2, as in ResNet)::
+
+    x -> conv1 (k x k spatial, stride s) -> norm1? -> act1?
+      -> conv2 (1x1, to the wide/narrow width) -> norm2? -> act2?
+      -> conv3 (1x1, to the output width)       -> norm3?
+      -> * layer_scale? -> stochastic depth -> + shortcut(x) -> post_act?
+
+Missing parts are ``nn.Identity`` so that every flag combination has the same forward.
+A conv has a bias unless a BatchNorm follows it directly (BatchNorm would cancel it): this gives
+ResNet's bias-free convs and ConvNeXt's biased ones from one rule.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torchvision.ops import StochasticDepth
+
+from roadmap.models.config import ModelConfig
+
+
+class LayerNorm2d(nn.LayerNorm):
+    """LayerNorm over the channels of an ``(N, C, H, W)`` tensor."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x.permute(0, 2, 3, 1)
+        x = F.layer_norm(x, self.normalized_shape, self.weight, self.bias, self.eps)
+        return x.permute(0, 3, 1, 2)
+
+
+def _batch_norm(channels: int, ndim: int) -> nn.Module:
+    return nn.BatchNorm2d(channels) if ndim == 4 else nn.BatchNorm1d(channels)
+
+
+def _layer_norm(channels: int, ndim: int) -> nn.Module:
+    return LayerNorm2d(channels, eps=1e-6) if ndim == 4 else nn.LayerNorm(channels, eps=1e-6)
+
+
+NORM_LAYERS = {"batch": _batch_norm, "layer": _layer_norm}
+ACTIVATION_LAYERS = {"relu": nn.ReLU, "gelu": nn.GELU}
+
+
+def make_norm(cfg: ModelConfig, channels: int, ndim: int = 4) -> nn.Module:
+    return NORM_LAYERS[cfg.norm](channels, ndim)
+
+
+def make_act(cfg: ModelConfig) -> nn.Module:
+    return ACTIVATION_LAYERS[cfg.activation]()
+
+
+def conv(cfg: ModelConfig, cin: int, cout: int, kernel: int, stride: int = 1,
+         groups: int = 1, padding: int | None = None, followed_by_norm: bool = True) -> nn.Conv2d:
+    bias = not (followed_by_norm and cfg.norm == "batch")
+    pad = kernel // 2 if padding is None else padding
+    return nn.Conv2d(cin, cout, kernel, stride=stride, padding=pad, groups=groups, bias=bias)
+
+
+def drop_path_rates(depths: tuple[int, ...] | list[int], rate: float) -> list[float]:
+    """Stochastic depth rate of every block, linear from 0 (first) to ``rate`` (last)."""
+    total = sum(depths)
+    return [rate * i / max(total - 1, 1) for i in range(total)]
+
+
+class Block(nn.Module):
+    """One residual block; see the module docstring for its layer order."""
+
+    def __init__(self, cfg: ModelConfig, cin: int, cout: int, hidden: int, stride: int,
+                 drop_path: float) -> None:
+        super().__init__()
+        top = cfg.spatial_conv == "top"
+        # channels before/after each of the three convs, and which one is spatial
+        spatial_idx = 0 if top else 1
+        widths = [cin, cin, hidden, cout] if top else [cin, hidden, hidden, cout]
+        # the one kept norm follows the spatial conv; the one kept activation the first 1x1 conv
+        norm_at = {0, 1, 2} if cfg.block_norms == 3 else {spatial_idx}
+        act_at = {0, 1} if cfg.block_activations == 3 else {1 if top else 0}
+        for i in range(3):
+            cin_i, cout_i = widths[i], widths[i + 1]
+            if i == spatial_idx:
+                groups = cin_i if cfg.depthwise else cfg.groups
+                layer = conv(cfg, cin_i, cout_i, cfg.kernel_size, stride, groups,
+                             followed_by_norm=i in norm_at)
+            else:
+                layer = conv(cfg, cin_i, cout_i, 1, followed_by_norm=i in norm_at)
+            setattr(self, f"conv{i + 1}", layer)
+            setattr(self, f"norm{i + 1}", make_norm(cfg, cout_i) if i in norm_at else nn.Identity())
+            setattr(self, f"act{i + 1}", make_act(cfg) if i in act_at else nn.Identity())
+        if cfg.layer_scale_init > 0:
+            self.layer_scale = nn.Parameter(torch.full((cout, 1, 1), float(cfg.layer_scale_init)))
+        else:
+            self.layer_scale = None
+        self.drop_path = StochasticDepth(drop_path, "row") if drop_path > 0 else nn.Identity()
+        if stride != 1 or cin != cout:
+            self.shortcut = nn.Sequential()
+            self.shortcut.add_module("conv", conv(cfg, cin, cout, 1, stride))
+            self.shortcut.add_module("norm", make_norm(cfg, cout))
+        else:
+            self.shortcut = nn.Identity()
+        self.post_act = make_act(cfg) if cfg.block_activations == 3 else nn.Identity()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.act1(self.norm1(self.conv1(x)))
+        out = self.act2(self.norm2(self.conv2(out)))
+        out = self.norm3(self.conv3(out))
+        if self.layer_scale is not None:
+            out = out * self.layer_scale
+        out = self.drop_path(out) + self.shortcut(x)
+        return self.post_act(out)
+
+
+class Stage(nn.Module):
+    def __init__(self, cfg: ModelConfig, index: int, cin: int, drop_paths: list[float]) -> None:
+        super().__init__()
+        cout, hidden = cfg.stage_dims()[index], cfg.stage_hidden()[index]
+        stride = 1
+        if index == 0 or cfg.downsample == "block":
+            self.downsample = nn.Identity()
+            stride = 1 if index == 0 else 2
+        else:
+            self.downsample = nn.Sequential()
+            self.downsample.add_module("norm", make_norm(cfg, cin))
+            self.downsample.add_module(
+                "conv", conv(cfg, cin, cout, 2, stride=2, padding=0, followed_by_norm=False))
+            cin = cout
+        blocks = []
+        for j, rate in enumerate(drop_paths):
+            blocks.append(Block(cfg, cin, cout, hidden, stride if j == 0 else 1, rate))
+            cin = cout
+        self.blocks = nn.Sequential(*blocks)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.blocks(self.downsample(x))
+
+
+class Stem(nn.Module):
+    def __init__(self, cfg: ModelConfig) -> None:
+        super().__init__()
+        if cfg.stem == "resnet":
+            self.conv = conv(cfg, cfg.in_chans, cfg.width, 7, stride=2)
+            self.norm = make_norm(cfg, cfg.width)
+            self.act = make_act(cfg)
+            self.pool = nn.MaxPool2d(3, stride=2, padding=1)
+        else:
+            p = cfg.patch_size
+            self.conv = conv(cfg, cfg.in_chans, cfg.width, p, stride=p, padding=0)
+            self.norm = make_norm(cfg, cfg.width)
+            self.act = nn.Identity()
+            self.pool = nn.Identity()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.pool(self.act(self.norm(self.conv(x))))
+
+
+class Head(nn.Module):
+    def __init__(self, cfg: ModelConfig, channels: int) -> None:
+        super().__init__()
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        separate = cfg.downsample == "separate"
+        self.norm = make_norm(cfg, channels, ndim=2) if separate else nn.Identity()
+        self.fc = nn.Linear(channels, cfg.num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(self.norm(torch.flatten(self.pool(x), 1)))
+
+
+class RoadmapNet(nn.Module):
+    """Stem -> stages -> head, configured by a :class:`ModelConfig`."""
+
+    def __init__(self, cfg: ModelConfig | None = None) -> None:
+        super().__init__()
+        cfg = ModelConfig() if cfg is None else cfg
+        cfg.validate()
+        self.cfg = cfg
+        self.stem = Stem(cfg)
+        rates = drop_path_rates(cfg.depths, cfg.drop_path_rate)
+        stages, cin, start = [], cfg.width, 0
+        for i, depth in enumerate(cfg.depths):
+            stages.append(Stage(cfg, i, cin, rates[start:start + depth]))
+            cin, start = cfg.stage_dims()[i], start + depth
+        self.stages = nn.Sequential(*stages)
+        self.head = Head(cfg, cin)
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        trunc = self.cfg.init == "trunc_normal"
+        for m in self.modules():
+            if isinstance(m, (nn.Conv2d, nn.Linear)):
+                if trunc:
+                    nn.init.trunc_normal_(m.weight, std=0.02)
+                    if m.bias is not None:
+                        nn.init.zeros_(m.bias)
+                elif isinstance(m, nn.Conv2d):
+                    nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+                    if m.bias is not None:
+                        nn.init.zeros_(m.bias)
+                else:
+                    m.reset_parameters()  # torchvision leaves ResNet's fc at PyTorch's default
+            elif isinstance(m, (nn.BatchNorm2d, nn.BatchNorm1d, nn.LayerNorm)):
+                nn.init.ones_(m.weight)
+                nn.init.zeros_(m.bias)
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        return self.stages(self.stem(x))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.forward_features(x))
+
+
+def build_model(cfg: ModelConfig | None = None, **overrides) -> RoadmapNet:
+    """Build a network from a :class:`ModelConfig` and/or keyword flags."""
+    if cfg is None:
+        cfg = ModelConfig(**overrides)
+    elif overrides:
+        import dataclasses
+
+        cfg = dataclasses.replace(cfg, **overrides)
+    return RoadmapNet(cfg)
