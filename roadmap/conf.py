@@ -6,8 +6,8 @@ This is the only place (with the entry points) that imports Hydra; model code ta
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 from hydra import compose as hydra_compose
 from hydra import initialize_config_dir

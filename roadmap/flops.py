@@ -31,10 +31,17 @@ def _pool_1(x_shape, *args, **kwargs) -> int:
     return _numel(x_shape)
 
 
-# op -> (fvcore count in multiply-accumulates, from the op's first input shape)
+def _global_pool_1(x_shape, dim=None, *args, **kwargs) -> int:
+    # nn.AdaptiveAvgPool2d(1) runs as a mean over H and W: count it as fvcore counts the pooling
+    dims = {d % len(x_shape) for d in (dim or ())}
+    return _numel(x_shape) if len(x_shape) == 4 and dims == {2, 3} else 0
+
+
+# op -> fvcore's count in multiply-accumulates, from the op's input shape
 FVCORE_EXTRA = {
     aten.native_layer_norm: _norm_5,
     aten._adaptive_avg_pool2d: _pool_1,
+    aten.mean: _global_pool_1,
 }
 
 

@@ -50,7 +50,7 @@ def _float(text: str) -> float | None:
 def ladder_steps(ladder: str = "resnet50") -> tuple[Step, ...]:
     """The steps of ``ladder`` in the paper's order, side branches included."""
     if ladder not in LADDERS:
-        raise ValueError(f"ladder={ladder!r} is unknown; valid values: {', '.join(LADDERS)}")
+        raise ValueError(f"ladder={ladder} is unknown; valid values: {', '.join(LADDERS)}")
     table = resources.files("roadmap.paper").joinpath(f"roadmap_{ladder[len('resnet'):]}.csv")
     rows = [r for r in csv.DictReader(io.StringIO(table.read_text())) if r["step"] != "ref"]
     steps, last_adopted = [], None
@@ -78,4 +78,5 @@ def get_step(name: str, ladder: str = "resnet50") -> Step:
 def check_step_on_ladder(name: str, ladder: str) -> None:
     names = step_names(ladder)
     if name not in names:
-        raise ValueError(f"step={name} is not on ladder={ladder}; its steps are: {', '.join(names)}")
+        raise ValueError(
+            f"step={name} is not on ladder={ladder}; its steps are: {', '.join(names)}")

@@ -8,8 +8,9 @@ is turned into this dataclass with :meth:`ModelConfig.from_dict`.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any
 
 STEMS = ("resnet", "patchify")
 SPATIAL_CONV_POSITIONS = ("middle", "top")
@@ -46,7 +47,7 @@ class ModelConfig:
     depthwise: bool = False
     """Spatial conv is depthwise (groups = its channels); excludes ``groups`` > 1."""
     inverted_bottleneck: bool = False
-    """Block is ``d -> expansion*d -> d`` instead of ResNet's ``expansion*d -> d -> expansion*d``."""
+    """Blocks are ``d -> expansion*d -> d``, not ResNet's ``expansion*d -> d -> expansion*d``."""
     expansion: int = 4
     """Ratio between the block's wide and narrow widths (4 in both ResNet and ConvNeXt)."""
     spatial_conv: str = "middle"

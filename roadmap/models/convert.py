@@ -9,7 +9,7 @@ express: torchvision's bottleneck ResNets (50, 101, 152) and every ConvNeXt.
 from __future__ import annotations
 
 import re
-from typing import Iterator
+from collections.abc import Iterator
 
 import torch
 import torchvision
@@ -112,7 +112,7 @@ def convnext_to_torchvision(sd: StateDict) -> StateDict:
 
 
 def from_torchvision(model: nn.Module) -> RoadmapNet:
-    """A :class:`RoadmapNet` with ``model``'s weights and outputs (a torchvision ResNet/ConvNeXt)."""
+    """A :class:`RoadmapNet` with the weights and outputs of a torchvision ResNet or ConvNeXt."""
     sd = model.state_dict()
     if isinstance(model, torchvision.models.ResNet):
         if not isinstance(model.layer1[0], torchvision.models.resnet.Bottleneck):
@@ -156,7 +156,7 @@ def to_torchvision(net: RoadmapNet) -> nn.Module:
 
         dims = cfg.stage_dims()
         settings = [CNBlockConfig(d, dims[i + 1] if i + 1 < len(dims) else None, n)
-                    for i, (d, n) in enumerate(zip(dims, cfg.depths))]
+                    for i, (d, n) in enumerate(zip(dims, cfg.depths, strict=True))]
         model = torchvision.models.ConvNeXt(settings, stochastic_depth_prob=cfg.drop_path_rate,
                                             num_classes=cfg.num_classes)
         if cfg.in_chans != 3:
