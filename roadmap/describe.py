@@ -65,11 +65,15 @@ def render(records: list[dict], fmt: str) -> str:
     df = pd.DataFrame(records)
     notes = [(r["name"], r["note"]) for r in records if r["note"]]
     df = df.drop(columns=["note", "change"])
+    df["adopted"] = df["adopted"].map({True: "yes", False: "side branch"})
     df["params"] = df["params"].map("{:,}".format)
+    for column, pattern in [("gflops", "{:.3f}"), ("paper_gflops", "{:.2f}"),
+                            ("gflops_diff", "{:+.3f}"), ("paper_top1", "{:.2f}")]:
+        df[column] = df[column].map(lambda v, p=pattern: "" if pd.isna(v) else p.format(v))
     if fmt == "markdown":
-        text = df.to_markdown(index=False, floatfmt=".2f")
+        text = df.to_markdown(index=False, colalign=["left"] * 3 + ["right"] * 5)
     else:
-        text = df.to_string(index=False, na_rep="", float_format=lambda v: f"{v:.3f}")
+        text = df.to_string(index=False)
     for name, note in notes:
         text += f"\n\n{name}: {note}"
     return text
