@@ -20,9 +20,17 @@ from roadmap.models.config import ModelConfig
 CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
 
 
+def _tag(overrides: str) -> str:
+    """Run-directory suffix for overrides beyond step and seed: '' or ',k=v,...'."""
+    return f",{overrides}" if overrides else ""
+
+
 def register_configs() -> None:
-    """Register the model flags' schema, so that a misspelt ``model.<flag>`` fails at compose."""
+    """Register the model flags' schema (a misspelt ``model.<flag>`` fails at compose) and the
+    resolver that names run directories."""
     ConfigStore.instance().store(group="model", name="base", node=ModelConfig)
+    if not OmegaConf.has_resolver("roadmap.tag"):
+        OmegaConf.register_new_resolver("roadmap.tag", _tag)
 
 
 def conf_dir() -> Path:

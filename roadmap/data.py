@@ -1,0 +1,215 @@
+"""Data sets: small ones as uint8 tensors in memory, image folders read image by image.
+
+``load_dataset(cfg.data)`` returns a :class:`MemoryDataset` (Fashion-MNIST, CIFAR, synthetic) or
+a :class:`FolderDataset` (any ImageNet-style folder). A missing data set raises
+:class:`DataError` with one line naming the paths tried and the fix, before training starts.
+"""
+
+from __future__ import annotations
+
+import gzip
+import pickle
+import struct
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+DEBIAN_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
+DATASETS = ("fashion_mnist", "cifar10", "cifar100", "imagefolder", "synthetic")
+
+
+class DataError(RuntimeError):
+    """A data set cannot be found or read; the message says where it looked and what to do."""
+
+
+@dataclass
+class MemoryDataset:
+    """A whole data set as tensors: images ``(N, C, H, W)`` uint8, labels ``(N,)`` int64."""
+
+    train_images: torch.Tensor
+    train_labels: torch.Tensor
+    test_images: torch.Tensor
+    test_labels: torch.Tensor
+    num_classes: int
+
+    def __post_init__(self) -> None:
+        for name in ("train_images", "test_images"):
+            images = getattr(self, name)
+            if images.dtype != torch.uint8 or images.dim() != 4:
+                raise DataError(f"{name} must be uint8 (N, C, H, W), got {images.dtype} "
+                                f"{tuple(images.shape)}")
+
+
+@dataclass
+class FolderDataset:
+    """An ImageNet-style folder: torchvision ``ImageFolder`` for train and val."""
+
+    train: Any
+    test: Any
+    num_classes: int
+
+
+def load_dataset(data: Any, recipe: Any = None) -> MemoryDataset | FolderDataset:
+    """The data set named by ``data.name`` (a config node); image folders need the ``recipe``."""
+    loaders = {"fashion_mnist": load_fashion_mnist, "cifar10": load_cifar, "cifar100": load_cifar,
+               "imagefolder": load_imagefolder, "synthetic": make_synthetic}
+    if data.name not in loaders:
+        raise DataError(f"data={data.name} is unknown; valid values: {', '.join(DATASETS)}")
+    dataset = loaders[data.name](data, recipe) if data.name == "imagefolder" else \
+        loaders[data.name](data)
+    if dataset.num_classes != data.num_classes:
+        raise DataError(f"data.num_classes={data.num_classes} but the data set has "
+                        f"{dataset.num_classes} classes; set data.num_classes="
+                        f"{dataset.num_classes}")
+    return dataset
+
+
+# -- Fashion-MNIST ------------------------------------------------------------------------------
+
+FASHION_FILES = {"train_images": "train-images-idx3-ubyte", "train_labels": "train-labels-idx1-ubyte",
+                 "test_images": "t10k-images-idx3-ubyte", "test_labels": "t10k-labels-idx1-ubyte"}
+
+
+def read_idx(path: Path) -> torch.Tensor:
+    """An IDX file (MNIST's format), gzipped or not, as a uint8 tensor of its shape."""
+    raw = gzip.decompress(path.read_bytes()) if path.suffix == ".gz" else path.read_bytes()
+    zero, dtype, ndim = struct.unpack(">HBB", raw[:4])
+    if zero != 0 or dtype != 0x08:
+        raise DataError(f"{path} is not an unsigned-byte IDX file")
+    shape = struct.unpack(f">{ndim}I", raw[4:4 + 4 * ndim])
+    data = torch.frombuffer(bytearray(raw[4 + 4 * ndim:]), dtype=torch.uint8)
+    return data.reshape(shape)
+
+
+def _find_idx(folder: Path, stem: str) -> Path | None:
+    for name in (stem, stem + ".gz"):
+        if (folder / name).is_file():
+            return folder / name
+    return None
+
+
+def fashion_mnist_dirs(root: Path) -> list[Path]:
+    return [root / "fashion_mnist", root / "FashionMNIST" / "raw", DEBIAN_FASHION_MNIST]
+
+
+def load_fashion_mnist(data: Any) -> MemoryDataset:
+    root = Path(str(data.root)).expanduser()
+    tried = fashion_mnist_dirs(root)
+    for folder in tried:
+        paths = {k: _find_idx(folder, stem) for k, stem in FASHION_FILES.items()}
+        if all(paths.values()):
+            break
+    else:
+        folder = root / "FashionMNIST" / "raw"
+        error = "download=false"
+        if data.download:
+            try:
+                from torchvision.datasets import FashionMNIST
+
+                for train in (True, False):
+                    FashionMNIST(str(root), train=train, download=True)
+                paths = {k: _find_idx(folder, stem) for k, stem in FASHION_FILES.items()}
+                error = None if all(paths.values()) else "files missing after download"
+            except Exception as exc:  # no network, a proxy, a full disk...
+                error = f"download failed: {str(exc).splitlines()[0] if str(exc) else exc!r}"
+        if error:
+            raise DataError(
+                f"Fashion-MNIST not found in {', '.join(map(str, tried))} ({error}); fix: "
+                "`apt-get install dataset-fashion-mnist` (make data does it), or put the four "
+                f"idx files in {root / 'fashion_mnist'}, or set data.root=<folder with them>")
+    t = {k: read_idx(p) for k, p in paths.items()}
+    pad = (data.image_size - t["train_images"].shape[-1]) // 2
+
+    def images(x: torch.Tensor) -> torch.Tensor:
+        x = x[:, None]  # (N, 1, 28, 28)
+        return torch.nn.functional.pad(x, (pad, pad, pad, pad)) if pad > 0 else x
+
+    return MemoryDataset(images(t["train_images"]), t["train_labels"].long(),
+                         images(t["test_images"]), t["test_labels"].long(), num_classes=10)
+
+
+# -- CIFAR --------------------------------------------------------------------------------------
+
+CIFAR = {
+    "cifar10": ("cifar-10-batches-py", [f"data_batch_{i}" for i in range(1, 6)], ["test_batch"],
+                "labels", "CIFAR10"),
+    "cifar100": ("cifar-100-python", ["train"], ["test"], "fine_labels", "CIFAR100"),
+}
+
+
+def _read_cifar(folder: Path, files: list[str], label_key: str) -> tuple[torch.Tensor, torch.Tensor]:
+    images, labels = [], []
+    for name in files:
+        with open(folder / name, "rb") as f:
+            batch = pickle.load(f, encoding="latin1")
+        images.append(torch.as_tensor(batch["data"], dtype=torch.uint8).reshape(-1, 3, 32, 32))
+        labels.append(torch.as_tensor(batch[label_key], dtype=torch.long))
+    return torch.cat(images), torch.cat(labels)
+
+
+def load_cifar(data: Any) -> MemoryDataset:
+    """CIFAR-10/100 from torchvision's python archive in ``data.root`` (downloaded if allowed)."""
+    subdir, train_files, test_files, label_key, tv_class = CIFAR[data.name]
+    root = Path(str(data.root)).expanduser()
+    folder = root / subdir
+    if not all((folder / f).is_file() for f in train_files + test_files):
+        error = "download=false"
+        if data.download:
+            try:
+                import torchvision.datasets
+
+                getattr(torchvision.datasets, tv_class)(str(root), train=True, download=True)
+                error = None
+            except Exception as exc:
+                error = f"download failed: {str(exc).splitlines()[0] if str(exc) else exc!r}"
+        if error:
+            raise DataError(f"{data.name} not found in {folder} ({error}); fix: run once where "
+                            f"there is network (data.download=true), or copy torchvision's "
+                            f"{subdir}/ into {root}, or set data.root=<its parent folder>")
+    train = _read_cifar(folder, train_files, label_key)
+    test = _read_cifar(folder, test_files, label_key)
+    return MemoryDataset(*train, *test, num_classes=100 if data.name == "cifar100" else 10)
+
+
+# -- image folders ------------------------------------------------------------------------------
+
+def load_imagefolder(data: Any, recipe: Any) -> FolderDataset:
+    from torchvision.datasets import ImageFolder
+
+    from roadmap.augment import folder_eval_transform, folder_train_transform
+
+    root = Path(str(data.root)).expanduser()
+    train_dir, val_dir = root / data.train_dir, root / data.val_dir
+    for d in (train_dir, val_dir):
+        if not d.is_dir():
+            raise DataError(f"image folder {d} not found; fix: set data.root to a folder with "
+                            f"{data.train_dir}/<class>/*.jpg and {data.val_dir}/<class>/*.jpg")
+    train = ImageFolder(str(train_dir), transform=folder_train_transform(data, recipe))
+    test = ImageFolder(str(val_dir), transform=folder_eval_transform(data))
+    if train.classes != test.classes:
+        raise DataError(f"{train_dir} and {val_dir} have different classes")
+    return FolderDataset(train, test, num_classes=len(train.classes))
+
+
+# -- synthetic ----------------------------------------------------------------------------------
+
+def make_synthetic(data: Any) -> MemoryDataset:
+    """Each class a fixed smooth random pattern; an image is its pattern, shifted, plus noise."""
+    g = torch.Generator().manual_seed(1234)  # the data set is fixed, whatever the run's seed
+    size, k, c = data.image_size, data.num_classes, data.in_chans
+    coarse = torch.rand(k, c, 4, 4, generator=g)
+    templates = torch.nn.functional.interpolate(coarse, size=(size, size), mode="bicubic",
+                                                align_corners=False)
+
+    def split(n: int) -> tuple[torch.Tensor, torch.Tensor]:
+        labels = torch.arange(n) % k
+        x = templates[labels]
+        shifts = torch.randint(-2, 3, (n, 2), generator=g)
+        x = torch.stack([torch.roll(img, tuple(s.tolist()), dims=(1, 2))
+                         for img, s in zip(x, shifts, strict=True)])
+        x = x + data.noise * torch.randn(x.shape, generator=g)
+        return (x.clamp(0, 1) * 255).round().to(torch.uint8), labels
+
+    return MemoryDataset(*split(data.train_size), *split(data.test_size), num_classes=k)

@@ -1,0 +1,112 @@
+"""Batches for training and evaluation, sharded across processes.
+
+In-memory data sets are indexed directly (no DataLoader): one seeded permutation per epoch, the
+same on every process, each process taking its own slice, the batch moved to the device as uint8
+and augmented there. Image folders use a DataLoader with worker processes.
+"""
+
+from __future__ import annotations
+
+from typing import Iterator
+
+import torch
+from torch.utils.data import DataLoader, Sampler
+
+from roadmap.augment import BatchAugment, mixup_cutmix, normalize
+from roadmap.data import FolderDataset, MemoryDataset
+
+
+class MemoryTrainLoader:
+    """Training batches of a :class:`MemoryDataset`: shuffled, sharded, augmented on ``device``."""
+
+    def __init__(self, dataset: MemoryDataset, batch_size: int, augment: BatchAugment,
+                 device: torch.device, rank: int = 0, world: int = 1) -> None:
+        self.images = dataset.train_images.to(device)
+        self.labels = dataset.train_labels.to(device)
+        self.batch_size, self.augment, self.rank, self.world = batch_size, augment, rank, world
+        self.per_rank = len(self.labels) // world
+        if self.per_rank < batch_size:
+            raise ValueError(f"batch_size={batch_size} is larger than the {self.per_rank} "
+                             "training images per process; lower batch_size")
+
+    def __len__(self) -> int:
+        return self.per_rank // self.batch_size
+
+    def epoch(self, seed: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        g = torch.Generator().manual_seed(seed)
+        order = torch.randperm(len(self.labels), generator=g)[self.rank::self.world]
+        order = order[: len(self) * self.batch_size].to(self.images.device)
+        for batch in order.split(self.batch_size):
+            yield self.augment(self.images[batch], self.labels[batch])
+
+
+class MemoryEvalLoader:
+    def __init__(self, dataset: MemoryDataset, batch_size: int, mean, std,
+                 device: torch.device, rank: int = 0, world: int = 1) -> None:
+        self.images = dataset.test_images[rank::world].to(device)
+        self.labels = dataset.test_labels[rank::world].to(device)
+        self.batch_size = batch_size
+        self.mean = torch.tensor(list(mean)).view(1, -1, 1, 1)
+        self.std = torch.tensor(list(std)).view(1, -1, 1, 1)
+
+    def __iter__(self):
+        for start in range(0, len(self.labels), self.batch_size):
+            end = start + self.batch_size
+            yield normalize(self.images[start:end], self.mean, self.std), self.labels[start:end]
+
+
+class ShardSampler(Sampler[int]):
+    """Every index once over all processes: this process's slice, in order (for evaluation)."""
+
+    def __init__(self, n: int, rank: int, world: int) -> None:
+        self.indices = list(range(rank, n, world))
+
+    def __iter__(self):
+        return iter(self.indices)
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+
+class EpochShuffleSampler(Sampler[int]):
+    """A seeded permutation per epoch, sliced per process, truncated to equal lengths."""
+
+    def __init__(self, n: int, rank: int, world: int) -> None:
+        self.n, self.rank, self.world, self.seed = n, rank, world, 0
+
+    def set_seed(self, seed: int) -> None:
+        self.seed = seed
+
+    def __iter__(self):
+        order = torch.randperm(self.n, generator=torch.Generator().manual_seed(self.seed))
+        return iter(order[self.rank::self.world][: len(self)].tolist())
+
+    def __len__(self) -> int:
+        return self.n // self.world
+
+
+class FolderTrainLoader:
+    def __init__(self, dataset: FolderDataset, batch_size: int, recipe, num_classes: int,
+                 device: torch.device, workers: int, rank: int = 0, world: int = 1) -> None:
+        self.sampler = EpochShuffleSampler(len(dataset.train), rank, world)
+        self.loader = DataLoader(dataset.train, batch_size=batch_size, sampler=self.sampler,
+                                 num_workers=workers, pin_memory=device.type == "cuda",
+                                 drop_last=True, persistent_workers=workers > 0)
+        self.mix = mixup_cutmix(recipe, num_classes)
+        self.device = device
+
+    def __len__(self) -> int:
+        return len(self.loader)
+
+    def epoch(self, seed: int):
+        self.sampler.set_seed(seed)
+        for x, y in self.loader:
+            x = x.to(self.device, non_blocking=True)
+            y = y.to(self.device, non_blocking=True)
+            yield self.mix(x, y) if self.mix is not None else (x, y)
+
+
+def folder_eval_loader(dataset: FolderDataset, batch_size: int, workers: int, rank: int,
+                       world: int) -> DataLoader:
+    return DataLoader(dataset.test, batch_size=batch_size,
+                      sampler=ShardSampler(len(dataset.test), rank, world), num_workers=workers)

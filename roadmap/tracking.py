@@ -1,0 +1,58 @@
+"""Experiment tracking: Weights & Biases (offline by default) or nothing.
+
+The run directory stays the source of truth; the tracker only mirrors config, per-epoch metrics,
+parameters and GFLOPs.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+
+class NullTracker:
+    run_id: str | None = None
+
+    def log(self, values: dict, step: int) -> None:
+        pass
+
+    def summary(self, values: dict) -> None:
+        pass
+
+    def finish(self) -> None:
+        pass
+
+
+class WandbTracker(NullTracker):
+    def __init__(self, logger: Any, config: dict, run_dir: Path, name: str,
+                 run_id: str | None) -> None:
+        import wandb
+
+        os.environ.setdefault("WANDB_SILENT", "true")
+        self.wandb = wandb
+        self.run = wandb.init(
+            project=logger.project, entity=logger.entity, group=logger.group,
+            tags=list(logger.tags), name=name, dir=str(run_dir), mode=logger.mode,
+            config=config, id=run_id, resume="allow" if run_id else None,
+        )
+        self.run_id = self.run.id
+
+    def log(self, values: dict, step: int) -> None:
+        self.run.log(values, step=step)
+
+    def summary(self, values: dict) -> None:
+        for key, value in values.items():
+            self.run.summary[key] = value
+
+    def finish(self) -> None:
+        self.run.finish()
+
+
+def make_tracker(logger: Any, config: dict, run_dir: Path, name: str, run_id: str | None,
+                 enabled: bool) -> NullTracker:
+    if not enabled or logger.name == "none":
+        return NullTracker()
+    if logger.name == "wandb":
+        return WandbTracker(logger, config, run_dir, name, run_id)
+    raise ValueError(f"logger={logger.name} is invalid; valid values: wandb, none")
