@@ -19,7 +19,17 @@ $(STAMP): pyproject.toml
 
 venv: $(STAMP) ## create .venv/ and install the project (done by every target that needs it)
 
-test: $(STAMP) ## run the test suite (CPU, a few minutes)
+FASHION := /usr/share/datasets/fashion-mnist
+
+data: ## Fashion-MNIST from Debian's dataset-fashion-mnist (as root); else downloaded at first use
+	@if [ -d $(FASHION) ]; then echo "Fashion-MNIST: $(FASHION)"; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	  (apt-get install -y -qq dataset-fashion-mnist >/dev/null 2>&1 || \
+	   (apt-get update -qq && apt-get install -y -qq dataset-fashion-mnist)) && \
+	  echo "Fashion-MNIST: installed $(FASHION)"; \
+	else echo "note: $(FASHION) missing and not root: 'sudo apt-get install dataset-fashion-mnist', or let torchvision download it at first use"; fi
+
+test: $(STAMP) data ## run the test suite (CPU, a few minutes)
 	$(PY) -m pytest
 
 lint: $(STAMP) ## ruff
@@ -37,4 +47,4 @@ roadmap: $(STAMP) ## the whole ladder; until training lands, the ladder's archit
 clean: ## remove the venv and caches (keeps runs/)
 	rm -rf $(VENV) .pytest_cache .ruff_cache *.egg-info
 
-.PHONY: help venv test lint describe snapshot roadmap clean
+.PHONY: help venv data test lint describe snapshot roadmap clean

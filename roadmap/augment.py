@@ -111,6 +111,8 @@ class BatchAugment:
         self.mix = mixup_cutmix(recipe, num_classes)
         self.mean = torch.tensor(list(data.mean)).view(1, -1, 1, 1)
         self.std = torch.tensor(list(data.std)).view(1, -1, 1, 1)
+        if data.crop not in ("pad", "resized", "none"):
+            raise ValueError(f"data.crop={data.crop} is invalid; valid values: pad, resized, none")
 
     def __call__(self, images: torch.Tensor, labels: torch.Tensor):
         data, recipe = self.data, self.recipe
@@ -118,7 +120,8 @@ class BatchAugment:
         if data.crop == "pad":
             x = random_pad_crop(x, data.padding)
         elif data.crop == "resized":
-            crop = random_resized_crop(x.float(), data.image_size, tuple(data.get("scale", (0.08, 1))))
+            scale = tuple(data.get("scale", (0.08, 1.0)))
+            crop = random_resized_crop(x.float(), data.image_size, scale)
             x = crop.round().clamp(0, 255).to(torch.uint8)
         if recipe.hflip:
             x = random_hflip(x)

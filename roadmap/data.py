@@ -68,8 +68,14 @@ def load_dataset(data: Any, recipe: Any = None) -> MemoryDataset | FolderDataset
 
 # -- Fashion-MNIST ------------------------------------------------------------------------------
 
-FASHION_FILES = {"train_images": "train-images-idx3-ubyte", "train_labels": "train-labels-idx1-ubyte",
+FASHION_FILES = {"train_images": "train-images-idx3-ubyte",
+                 "train_labels": "train-labels-idx1-ubyte",
                  "test_images": "t10k-images-idx3-ubyte", "test_labels": "t10k-labels-idx1-ubyte"}
+
+
+def _reason(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
 
 
 def read_idx(path: Path) -> torch.Tensor:
@@ -113,7 +119,7 @@ def load_fashion_mnist(data: Any) -> MemoryDataset:
                 paths = {k: _find_idx(folder, stem) for k, stem in FASHION_FILES.items()}
                 error = None if all(paths.values()) else "files missing after download"
             except Exception as exc:  # no network, a proxy, a full disk...
-                error = f"download failed: {str(exc).splitlines()[0] if str(exc) else exc!r}"
+                error = f"download failed: {_reason(exc)}"
         if error:
             raise DataError(
                 f"Fashion-MNIST not found in {', '.join(map(str, tried))} ({error}); fix: "
@@ -139,7 +145,7 @@ CIFAR = {
 }
 
 
-def _read_cifar(folder: Path, files: list[str], label_key: str) -> tuple[torch.Tensor, torch.Tensor]:
+def _read_cifar(folder: Path, files: list[str], label_key: str):
     images, labels = [], []
     for name in files:
         with open(folder / name, "rb") as f:
@@ -163,7 +169,7 @@ def load_cifar(data: Any) -> MemoryDataset:
                 getattr(torchvision.datasets, tv_class)(str(root), train=True, download=True)
                 error = None
             except Exception as exc:
-                error = f"download failed: {str(exc).splitlines()[0] if str(exc) else exc!r}"
+                error = f"download failed: {_reason(exc)}"
         if error:
             raise DataError(f"{data.name} not found in {folder} ({error}); fix: run once where "
                             f"there is network (data.download=true), or copy torchvision's "

@@ -23,6 +23,8 @@ from roadmap.ladder import GFLOPS_NOTES, ladder_steps
 from roadmap.models import build_model
 
 FORMATS = ("table", "markdown", "json")
+# the paper's setting, whatever data set the config trains on; overrides of these keys win
+PAPER_SETTINGS = ("model.num_classes=1000", "model.in_chans=3")
 OWN_KEYS = ("format", "steps", "image_size", "convention", "ladder")
 
 
@@ -37,9 +39,11 @@ def describe(ladder: str = "resnet50", overrides: Sequence[str] = (), image_size
             raise ValueError(f"steps={','.join(unknown)} not on ladder={ladder}; "
                              f"valid: {', '.join(names)}")
         chosen = [s for s in chosen if s.name in steps]
+    given = {o.split("=")[0].lstrip("+~") for o in overrides}
+    paper = [o for o in PAPER_SETTINGS if o.split("=")[0] not in given]
     records = []
     for step in chosen:
-        cfg = compose([f"ladder={ladder}", f"step={step.name}", *overrides])
+        cfg = compose([f"ladder={ladder}", f"step={step.name}", *paper, *overrides])
         mcfg = model_config(cfg)
         model = build_model(mcfg)
         gflops = count_gflops(model, image_size, mcfg.in_chans, convention)

@@ -7,7 +7,7 @@ and augmented there. Image folders use a DataLoader with worker processes.
 
 from __future__ import annotations
 
-from typing import Iterator
+from collections.abc import Iterator
 
 import torch
 from torch.utils.data import DataLoader, Sampler

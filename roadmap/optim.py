@@ -16,7 +16,7 @@ def param_groups(model: nn.Module, weight_decay: float, exclude_1d: bool) -> lis
     for name, p in model.named_parameters():
         if not p.requires_grad:
             continue
-        skip = exclude_1d and (p.ndim <= 1 or name.endswith(".bias") or name.endswith("layer_scale"))
+        skip = exclude_1d and (p.ndim <= 1 or name.endswith((".bias", "layer_scale")))
         (no_decay if skip else decay).append(p)
     groups = [{"params": decay, "weight_decay": weight_decay}]
     if no_decay:

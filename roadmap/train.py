@@ -194,7 +194,7 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict:
             "preset": cfg.preset_name, "dataset": cfg.data.name, "recipe": cfg.recipe.name}
     started = time.time()
     try:
-        return _train(cfg, run_dir, base, started)
+        return _train(cfg, run_dir, base)
     except Diverged as exc:
         metrics = {**base, "status": "diverged", "error": str(exc),
                    "wall_s": time.time() - started}
@@ -210,7 +210,7 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict:
         raise
 
 
-def _train(cfg: DictConfig, run_dir: Path, base: dict, started: float) -> dict:
+def _train(cfg: DictConfig, run_dir: Path, base: dict) -> dict:
     # everything that can be wrong with the config or the data fails here, before training
     check_config(cfg)
     step = get_step(cfg.step_name, cfg.ladder.name)
@@ -278,7 +278,8 @@ def _train(cfg: DictConfig, run_dir: Path, base: dict, started: float) -> dict:
             return contextlib.nullcontext()
         return torch.autocast(device.type, dtype=dtype)
 
-    start_epoch, history, train_seconds, train_images, wall_before, run_id = 0, [], 0.0, 0, 0.0, None
+    start_epoch, history, run_id = 0, [], None
+    train_seconds, train_images, wall_before = 0.0, 0, 0.0
     if checkpoint is not None:
         unwrap(model).load_state_dict(checkpoint["model"])
         optimizer.load_state_dict(checkpoint["optimizer"])
@@ -407,7 +408,6 @@ def _train(cfg: DictConfig, run_dir: Path, base: dict, started: float) -> dict:
     tracker.finish()
     if dist.main:
         write_json(run_dir / "metrics.json", metrics)
-    del started
     return metrics
 
 

@@ -33,7 +33,7 @@ def test_step_composes_builds_and_trains(ladder, name):
     # stochastic depth off: with a batch this small it may drop every row of a block, leaving it
     # without gradient by chance; 3 images, because BatchNorm over 2 values at 1x1 (the last
     # stage at 32x32) has an exactly zero input gradient
-    overrides = ["model.num_classes=10", "model.drop_path_rate=0"]
+    overrides = ["model.num_classes=10", "model.in_chans=3", "model.drop_path_rate=0"]
     cfg = compose([f"ladder={ladder}", f"step={name}", *overrides])
     assert cfg.step_name == name
     model = build_model(model_config(cfg)).train()
@@ -78,7 +78,7 @@ def test_single_flag_overrides_any_step():
     assert changed_flags(base, ablated) == {"kernel_size"} and ablated.kernel_size == 9
 
 
-ARCH_ONLY = ("drop_path_rate", "layer_scale_init", "init")
+PAPER = ["model.num_classes=1000", "model.in_chans=3"]
 
 
 @pytest.mark.parametrize("ladder,first,last", [
@@ -88,8 +88,8 @@ ARCH_ONLY = ("drop_path_rate", "layer_scale_init", "init")
 ])
 def test_ladder_ends_are_resnet_and_convnext(ladder, first, last):
     names = step_names(ladder)
-    assert model_config(compose([f"ladder={ladder}", f"step={names[0]}"])) == first
-    assert model_config(compose([f"ladder={ladder}", f"step={names[-1]}"])) == last
+    assert model_config(compose([f"ladder={ladder}", f"step={names[0]}", *PAPER])) == first
+    assert model_config(compose([f"ladder={ladder}", f"step={names[-1]}", *PAPER])) == last
 
 
 def test_step_must_be_on_the_ladder():

@@ -1,0 +1,142 @@
+"""Each piece of the recipes does what it should."""
+
+import math
+
+import pytest
+import torch
+from omegaconf import OmegaConf
+
+from roadmap.augment import BatchAugment, NoisyRandAugment, random_pad_crop, random_resized_crop
+from roadmap.conf import compose
+from roadmap.models import build_model, convnext_config, resnet_config
+from roadmap.optim import Schedule, build_optimizer, param_groups
+
+
+def recipe(name="convnext", **changes):
+    cfg = compose(["step=recipe" if name == "convnext" else "step=resnet50", "preset=smoke"])
+    r = OmegaConf.to_container(cfg.recipe)
+    r.update(changes)
+    return OmegaConf.create(r), cfg.data
+
+
+def batch(n=32, c=3, size=32):
+    return torch.randint(0, 256, (n, c, size, size), dtype=torch.uint8), torch.arange(n) % 10
+
+
+def test_mixup_and_cutmix_give_soft_targets():
+    r, data = recipe(randaugment=False, random_erasing=0.0)
+    x, y = BatchAugment(data, r, 10)(*batch())
+    assert x.dtype == torch.float32 and y.shape == (32, 10)
+    torch.testing.assert_close(y.sum(1), torch.ones(32))
+    assert (y.max(1).values < 1).any()  # mixed, not one-hot
+
+
+def test_no_mixing_keeps_class_indices():
+    r, data = recipe("original")
+    x, y = BatchAugment(data, r, 10)(*batch())
+    assert y.dtype == torch.int64 and torch.equal(y, torch.arange(32) % 10)
+
+
+def test_cutmix_pastes_a_box_and_mixes_by_its_area():
+    r, data = recipe(randaugment=False, random_erasing=0.0, mixup_alpha=0.0, hflip=False)
+    OmegaConf.update(data, "crop", "none")
+    images = torch.zeros(8, 3, 32, 32, dtype=torch.uint8)
+    images[1::2] = 255  # alternate black and white images: the rolled batch pairs them
+    torch.manual_seed(3)
+    x, y = BatchAugment(data, r, 10)(images, torch.arange(8))
+    white = (x[0] > 0).float().mean().item()  # share of image 0 pasted from a white image
+    assert y[0, 0].item() == pytest.approx(1 - white, abs=1e-6)
+
+
+def test_random_erasing_changes_a_quarter_of_the_images():
+    r, data = recipe(randaugment=False, mixup_alpha=0.0, cutmix_alpha=0.0, hflip=False)
+    OmegaConf.update(data, "crop", "none")
+    images = torch.full((400, 3, 32, 32), 128, dtype=torch.uint8)
+    x, _ = BatchAugment(data, r, 10)(images, torch.zeros(400, dtype=torch.long))
+    changed = (x != x[0, 0, 0, 0]).flatten(1).any(1).float().mean().item()
+    assert 0.18 < changed < 0.32
+
+
+def test_noisy_randaugment_uses_timm_magnitude_scale():
+    ra = NoisyRandAugment(num_ops=2, magnitude=9, magnitude_std=0.0)
+    image = torch.randint(0, 256, (3, 32, 32), dtype=torch.uint8)
+    ra(image)
+    assert ra.op.magnitude == 90 and ra.op.num_magnitude_bins == 101  # 9/10 of each op's range
+    noisy = NoisyRandAugment(num_ops=1, magnitude=9, magnitude_std=0.5)
+    seen = set()
+    for _ in range(50):
+        noisy(image)
+        seen.add(noisy.op.magnitude)
+    assert len(seen) > 3 and max(seen) <= 100
+
+
+def test_batched_crops_move_each_image_on_its_own():
+    x = torch.arange(16 * 16, dtype=torch.float32).view(1, 1, 16, 16).repeat(64, 1, 1, 1)
+    cropped = random_pad_crop(x, 4)
+    assert cropped.shape == x.shape
+    assert len({tuple(c.flatten()[:3].tolist()) for c in cropped}) > 5
+    resized = random_resized_crop(x, 8)
+    assert resized.shape == (64, 1, 8, 8) and not torch.allclose(resized[0], resized[1])
+
+
+def test_no_weight_decay_on_one_dimensional_parameters():
+    model = build_model(convnext_config(depths=(1, 1), width=8, layer_scale_init=1e-6))
+    decay, no_decay = param_groups(model, 0.05, exclude_1d=True)
+    assert no_decay["weight_decay"] == 0 and decay["weight_decay"] == 0.05
+    names = {id(p): n for n, p in model.named_parameters()}
+    assert all(p.ndim >= 2 and not names[id(p)].endswith("layer_scale") for p in decay["params"])
+    no_decay_names = {names[id(p)] for p in no_decay["params"]}
+    assert any(n.endswith("layer_scale") for n in no_decay_names)
+    assert any(n.endswith("norm1.weight") for n in no_decay_names)
+    assert len(decay["params"]) + len(no_decay["params"]) == len(list(model.parameters()))
+    everything = param_groups(build_model(resnet_config()), 1e-4, exclude_1d=False)
+    assert len(everything) == 1
+
+
+def test_optimizers():
+    model = build_model(resnet_config(depths=(1, 1, 1, 1), width=8))
+    r, _ = recipe("original")
+    assert isinstance(build_optimizer(model, r, 0.1), torch.optim.SGD)
+    r, _ = recipe("convnext")
+    opt = build_optimizer(model, r, 4e-3)
+    assert isinstance(opt, torch.optim.AdamW) and opt.defaults["betas"] == (0.9, 0.999)
+
+
+def test_cosine_schedule_warms_up_then_ends_at_min_lr():
+    r, _ = recipe("convnext")  # 20 warm-up epochs of 300, min lr 1e-6
+    lr, steps = 4e-3, 100
+    s = Schedule(r, epochs=30, steps_per_epoch=steps, base_lr=lr)
+    assert s.warmup == 2 * steps  # 20/300 of a 30-epoch run
+    assert s(0) == pytest.approx(1 / 200) and s(199) == pytest.approx(1.0)
+    assert s(200) == pytest.approx(1.0)
+    assert lr * s(30 * steps - 1) == pytest.approx(1e-6)
+    mid = 200 + (3000 - 200 - 1) / 2
+    assert s(int(mid)) == pytest.approx(0.5, abs=0.01)
+    values = [s(i) for i in range(200, 3000)]
+    assert all(a >= b for a, b in zip(values, values[1:], strict=False))
+
+
+def test_step_schedule_decays_at_the_scaled_milestones():
+    r, _ = recipe("original")  # x0.1 at epochs 30 and 60 of 90
+    s = Schedule(r, epochs=9, steps_per_epoch=10, base_lr=0.1)
+    assert [s(i) for i in (0, 29, 30, 59, 60, 89)] == pytest.approx(
+        [1, 1, 0.1, 0.1, 0.01, 0.01])
+
+
+def test_label_smoothing_reaches_the_loss(tmp_path):
+    cfg = compose(["step=recipe", "preset=smoke"])
+    assert cfg.recipe.label_smoothing == 0.1
+    assert compose(["step=resnet50", "preset=smoke"]).recipe.label_smoothing == 0.0
+
+
+def test_presets_and_recipes_compose():
+    cpu = compose(["step=gelu"])  # the default preset
+    assert cpu.preset_name == "cpu" and cpu.data.name == "fashion_mnist" and cpu.epochs == 2
+    assert cpu.lr == 4e-3 and cpu.recipe.name == "convnext" and not cpu.recipe.randaugment
+    assert compose(["step=resnet50"]).lr is None  # the original recipe's linear rule
+    imagenet = compose(["step=gelu", "preset=imagenet", "data.root=/x"])
+    assert imagenet.epochs == 300 and imagenet.total_batch == 4096
+    assert imagenet.data.image_size == 224 and imagenet.recipe.randaugment
+    assert compose(["step=resnet50", "preset=imagenet"]).epochs == 90
+    assert compose(["step=gelu", "preset=cifar10"]).lr == 2e-3
+    assert math.isclose(compose(["step=gelu", "preset=smoke"]).scale.width, 0.125)
