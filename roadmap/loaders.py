@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import torch
-from torch.utils.data import DataLoader, Sampler
+from torch.utils.data import DataLoader, DistributedSampler, Sampler
 
 from roadmap.augment import BatchAugment, mixup_cutmix, normalize
 from roadmap.data import FolderDataset, MemoryDataset
@@ -68,27 +68,12 @@ class ShardSampler(Sampler[int]):
         return len(self.indices)
 
 
-class EpochShuffleSampler(Sampler[int]):
-    """A seeded permutation per epoch, sliced per process, truncated to equal lengths."""
-
-    def __init__(self, n: int, rank: int, world: int) -> None:
-        self.n, self.rank, self.world, self.seed = n, rank, world, 0
-
-    def set_seed(self, seed: int) -> None:
-        self.seed = seed
-
-    def __iter__(self):
-        order = torch.randperm(self.n, generator=torch.Generator().manual_seed(self.seed))
-        return iter(order[self.rank::self.world][: len(self)].tolist())
-
-    def __len__(self) -> int:
-        return self.n // self.world
-
-
 class FolderTrainLoader:
     def __init__(self, dataset: FolderDataset, batch_size: int, recipe, num_classes: int,
                  device: torch.device, workers: int, rank: int = 0, world: int = 1) -> None:
-        self.sampler = EpochShuffleSampler(len(dataset.train), rank, world)
+        # shuffled by (seed, epoch) alike on every process, each taking its slice
+        self.sampler = DistributedSampler(dataset.train, num_replicas=world, rank=rank,
+                                          shuffle=True, drop_last=True)
         self.loader = DataLoader(dataset.train, batch_size=batch_size, sampler=self.sampler,
                                  num_workers=workers, pin_memory=device.type == "cuda",
                                  drop_last=True, persistent_workers=workers > 0)
@@ -99,7 +84,7 @@ class FolderTrainLoader:
         return len(self.loader)
 
     def epoch(self, seed: int):
-        self.sampler.set_seed(seed)
+        self.sampler.set_epoch(seed)  # the permutation is seeded by sampler seed (0) + this
         for x, y in self.loader:
             x = x.to(self.device, non_blocking=True)
             y = y.to(self.device, non_blocking=True)
