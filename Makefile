@@ -36,13 +36,23 @@ lint: $(STAMP) ## ruff
 	$(VENV)/bin/ruff check .
 
 describe: $(STAMP) ## every step's params and GFLOPs beside the paper's (LADDER=resnet50|resnet200)
-	$(PY) -m roadmap.describe ladder=$(or $(LADDER),resnet50)
+	$(PY) -m roadmap.describe ladder=$(LADDER)
 
 snapshot: $(STAMP) ## rewrite tests/snapshots/complexity.json after a deliberate architecture change
 	$(PY) -m tests.snapshot
 
-roadmap: $(STAMP) ## the whole ladder; until training lands, the ladder's architectures at a glance
-	$(PY) -m roadmap.describe ladder=$(or $(LADDER),resnet50) format=markdown
+PRESET ?= cpu
+SEEDS ?= 0
+LADDER ?= resnet50
+OUT ?= runs/$(LADDER)-$(PRESET)
+ARGS ?=
+
+roadmap: $(STAMP) data ## every step of the ladder as one resumable sweep + its results table (PRESET SEEDS LADDER OUT ARGS)
+	@steps=$$($(PY) -m roadmap.ladder $(LADDER)) || exit 1; \
+	$(PY) -m roadmap.train --multirun step=$$steps seed=$(SEEDS) preset=$(PRESET) ladder=$(LADDER) \
+	  hydra.sweep.dir=$(OUT) $(ARGS); status=$$?; \
+	$(PY) -m roadmap.collect $(OUT) || status=1; \
+	if [ $$status -ne 0 ]; then echo "make roadmap: some runs failed; see $(OUT)/results.md"; fi; exit $$status
 
 clean: ## remove the venv and caches (keeps runs/)
 	rm -rf $(VENV) .pytest_cache .ruff_cache *.egg-info

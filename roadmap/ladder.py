@@ -80,3 +80,9 @@ def check_step_on_ladder(name: str, ladder: str) -> None:
     if name not in names:
         raise ValueError(
             f"step={name} is not on ladder={ladder}; its steps are: {', '.join(names)}")
+
+
+if __name__ == "__main__":  # the step names of a ladder, comma-separated (for make and sweeps)
+    import sys
+
+    print(",".join(step_names(sys.argv[1] if len(sys.argv) > 1 else "resnet50")))

@@ -74,7 +74,14 @@ class Dist:
 
 
 def setup_distributed(device_name: str) -> tuple[Dist, torch.device]:
-    """Process group from torchrun's environment (gloo on CPU, nccl on CUDA) and the device."""
+    """Process group from torchrun's environment (gloo on CPU, nccl on CUDA) and the device.
+
+    Under SLURM with several tasks (hydra/launcher=slurm) submitit's environment supplies
+    the torchrun variables."""
+    if "WORLD_SIZE" not in os.environ and int(os.environ.get("SLURM_NTASKS", "1")) > 1:
+        import submitit
+
+        submitit.helpers.TorchDistributedEnvironment().export()
     world = int(os.environ.get("WORLD_SIZE", "1"))
     rank, local = int(os.environ.get("RANK", "0")), int(os.environ.get("LOCAL_RANK", "0"))
     if device_name == "auto":
@@ -416,18 +423,21 @@ def run_from_cli(cfg: DictConfig) -> dict:
     from hydra.types import RunMode
 
     hydra_cfg = HydraConfig.get()
+    # in a sweep, a run that fails raises: Hydra runs the other jobs, then the sweep exits non-zero
     multirun = hydra_cfg.mode == RunMode.MULTIRUN
     try:
         metrics = train(cfg, hydra_cfg.runtime.output_dir)
     except (ConfigError, DataError, RunError, ValueError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
         if multirun:
-            return {"status": "failed", "error": str(exc)}
+            raise
+        print(f"error: {exc}", file=sys.stderr)
         sys.exit(2)
     if metrics["status"] != "completed":
-        print(f"error: run {metrics['status']}: {metrics.get('error', '')}", file=sys.stderr)
-        if not multirun:
-            sys.exit(1)
+        message = f"run {metrics['status']}: {metrics.get('error', '')}"
+        if multirun:
+            raise RunError(f"{cfg.step_name} seed {cfg.seed}: {message}")
+        print(f"error: {message}", file=sys.stderr)
+        sys.exit(1)
     return metrics
 
 
