@@ -54,7 +54,18 @@ roadmap: $(STAMP) data ## every step of the ladder as one resumable sweep + its 
 	$(PY) -m roadmap.collect $(OUT) || status=1; \
 	if [ $$status -ne 0 ]; then echo "make roadmap: some runs failed; see $(OUT)/results.md"; fi; exit $$status
 
+RESULTS ?= $(OUT)/results.csv
+
+collect: $(STAMP) ## the results tables of a sweep (OUT=runs/...)
+	$(PY) -m roadmap.collect $(OUT)
+
+plots: $(STAMP) ## the figures (PNG) of a results table (RESULTS=.../results.csv), beside it
+	$(PY) -m roadmap.plots $(RESULTS)
+
+notebook: $(STAMP) ## execute analysis/ladder.py on RESULTS, writing an .ipynb beside the table
+	$(PY) -m roadmap.notebooks analysis/ladder.py $(RESULTS) --out $(dir $(RESULTS))ladder.ipynb
+
 clean: ## remove the venv and caches (keeps runs/)
 	rm -rf $(VENV) .pytest_cache .ruff_cache *.egg-info
 
-.PHONY: help venv data test lint describe snapshot roadmap clean
+.PHONY: help venv data test lint describe snapshot roadmap collect plots notebook clean

@@ -1,0 +1,278 @@
+"""Results tables from a sweep's run directories: ``python -m roadmap.collect <sweep dir>``.
+
+Writes ``results.csv`` (one row per step and variant, in ladder order), ``results.md`` (the same,
+readable, with failed, missing and unreadable runs listed) and ``runs.csv`` (one row per run)
+beside the sweep, or into ``--out``. Every run the sweep asked for appears: a failed, diverged,
+unfinished or never-started run is a row with its status, never a silent gap; a corrupt run
+directory is reported and skipped.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import math
+import sys
+from pathlib import Path
+
+import pandas as pd
+from omegaconf import OmegaConf
+from scipy import stats
+
+from roadmap.ladder import LADDERS, ladder_steps
+
+# Hydra's own override keys never name a variant
+ALWAYS_EXCLUDED = ("hydra.", "hydra/")
+
+
+def t_interval(std: float, n: int) -> float:
+    """Half-width of the 95% confidence interval of a mean of ``n`` values."""
+    if n < 2 or not math.isfinite(std):
+        return math.nan
+    return stats.t.ppf(0.975, n - 1) * std / math.sqrt(n)
+
+
+def welch_interval(m1, s1, n1, m0, s0, n0) -> float:
+    """Half-width of the 95% interval of the difference of two means (Welch)."""
+    if n1 < 2 or n0 < 2:
+        return math.nan
+    v1, v0 = s1 ** 2 / n1, s0 ** 2 / n0
+    se = math.sqrt(v1 + v0)
+    if se == 0:
+        return 0.0
+    df = (v1 + v0) ** 2 / (v1 ** 2 / (n1 - 1) + v0 ** 2 / (n0 - 1))
+    return stats.t.ppf(0.975, df) * se
+
+
+# -- reading run directories --------------------------------------------------------------------
+
+def is_run_dir(path: Path) -> bool:
+    return (path / ".hydra" / "config.yaml").is_file() or (path / "metrics.json").is_file()
+
+
+def read_run(path: Path) -> dict:
+    """One run directory as a record; ``status`` says what state it is in."""
+    record = {"run_dir": str(path), "status": "not started", "error": ""}
+    try:
+        cfg = OmegaConf.load(path / ".hydra" / "config.yaml")
+        record.update(step=cfg.step_name, seed=int(cfg.seed), ladder=cfg.ladder.name,
+                      preset=cfg.preset_name, epochs_planned=None)
+        hydra_cfg = OmegaConf.load(path / ".hydra" / "hydra.yaml")
+        record["variant"] = str(hydra_cfg.hydra.job.override_dirname or "")
+    except Exception as exc:  # no readable Hydra config: take what metrics.json says
+        record["variant"] = ""
+        record["config_error"] = f"{type(exc).__name__}: {exc}"
+    metrics_path = path / "metrics.json"
+    if metrics_path.is_file():
+        try:
+            metrics = json.loads(metrics_path.read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            record.update(status="corrupt", error=f"metrics.json unreadable: {exc}")
+            return record
+        record.update({k: v for k, v in metrics.items() if not isinstance(v, (dict, list))})
+        record["status"] = metrics.get("status", "corrupt")
+    elif (path / "last.pt").is_file():
+        done = 0
+        if (path / "epochs.jsonl").is_file():
+            done = len((path / "epochs.jsonl").read_text().splitlines())
+        record.update(status="incomplete", error=f"stopped after epoch {done}; rerun to resume")
+    if "step" not in record:
+        record.update(status="corrupt", error=record.get("config_error", "no config"))
+    return record
+
+
+def find_runs(sweep_dir: Path) -> list[dict]:
+    runs = []
+    for config in sorted(sweep_dir.rglob(".hydra/config.yaml")):
+        path = config.parent.parent
+        if path != sweep_dir or is_run_dir(path):
+            runs.append(read_run(path))
+    return [r for r in runs if "step" in r or r["status"] == "corrupt"]
+
+
+# -- what the sweep asked for -------------------------------------------------------------------
+
+def _dirname(overrides: list[tuple[str, str]], exclude: set[str]) -> str:
+    kept = sorted(f"{k}={v}" for k, v in overrides
+                  if k not in exclude and not k.startswith(ALWAYS_EXCLUDED))
+    return ",".join(kept)
+
+
+def expected_runs(sweep_dir: Path) -> list[tuple[str, str, int]] | None:
+    """(step, variant, seed) of every job in the sweep's ``multirun.yaml``; None if absent."""
+    path = sweep_dir / "multirun.yaml"
+    if not path.is_file():
+        return None
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    cfg = OmegaConf.load(path)
+    exclude = set(cfg.hydra.job.config.override_dirname.exclude_keys)
+    parsed = OverridesParser.create().parse_overrides(list(cfg.hydra.overrides.task))
+    axes = []
+    for override in parsed:
+        key = override.get_key_element()
+        values = list(override.sweep_string_iterator()) if override.is_sweep_override() \
+            else [override.get_value_element_as_str()]
+        axes.append([(key, v) for v in values])
+    jobs = []
+    defaults = {"seed": "0"}
+    for combo in itertools.product(*axes):
+        values = {**defaults, **dict(combo)}
+        if "step" not in values:
+            continue
+        jobs.append((values["step"], _dirname(list(combo), exclude), int(values["seed"])))
+    return jobs
+
+
+# -- the tables ---------------------------------------------------------------------------------
+
+def summarise(runs: list[dict], expected: list[tuple[str, str, int]] | None) -> pd.DataFrame:
+    """One row per (step, variant): seeds, mean, std, intervals, change against the parent."""
+    valid = [r for r in runs if "step" in r]
+    ladders = {r["ladder"] for r in valid if r.get("ladder")} or {"resnet50"}
+    ladder = sorted(ladders)[0]
+    steps = {s.name: s for s in ladder_steps(ladder if ladder in LADDERS else "resnet50")}
+    order = list(steps)
+    by_key: dict[tuple[str, str], dict[int, dict]] = {}
+    for r in valid:
+        by_key.setdefault((r["step"], r.get("variant", "")), {})[r["seed"]] = r
+    wanted: dict[tuple[str, str], set[int]] = {}
+    for step, variant, seed in expected or []:
+        wanted.setdefault((step, variant), set()).add(seed)
+    for key, seeds in by_key.items():
+        wanted.setdefault(key, set()).update(seeds)
+
+    rows = []
+    for (step, variant), seeds in wanted.items():
+        info = steps.get(step)
+        seen = by_key.get((step, variant), {})
+        done = [seen[s] for s in sorted(seeds) if s in seen and seen[s]["status"] == "completed"]
+        top1 = pd.Series([r["top1"] for r in done], dtype=float)
+        n = len(done)
+        mean = top1.mean() if n else math.nan
+        std = top1.std(ddof=1) if n > 1 else math.nan
+        problems = []
+        for s in sorted(seeds):
+            r = seen.get(s)
+            if r is None:
+                problems.append(f"seed {s} missing")
+            elif r["status"] != "completed":
+                why = f": {r['error'][:120]}" if r.get("error") else ""
+                problems.append(f"seed {s} {r['status']}{why}")
+
+        def mean_of(key):
+            values = [r[key] for r in done if r.get(key) is not None]
+            return sum(values) / len(values) if values else math.nan
+
+        rows.append({
+            "step": info.index if info else "", "name": step, "variant": variant,
+            "adopted": info.adopted if info else None,
+            "parent": info.parent if info else None,
+            "n": n, "n_expected": len(seeds), "top1_mean": mean, "top1_std": std,
+            "top1_ci95": t_interval(std, n),
+            "top5_mean": mean_of("top5"), "params": done[0]["params"] if done else None,
+            "gflops": done[0]["gflops"] if done else None,
+            "train_images_per_s": mean_of("train_images_per_s"), "wall_s": mean_of("wall_s"),
+            "paper_top1": info.paper_top1 if info else None,
+            "paper_gflops": info.paper_gflops if info else None,
+            "status": "ok" if not problems else "; ".join(problems),
+            "_order": (order.index(step) if step in order else len(order), variant),
+        })
+    table = pd.DataFrame(rows)
+    if table.empty:
+        return table
+    table = table.sort_values("_order").drop(columns="_order").reset_index(drop=True)
+    deltas, cis = [], []
+    index = {(r["name"], r["variant"]): r for r in table.to_dict("records")}
+    for r in table.to_dict("records"):
+        p = index.get((r["parent"], r["variant"])) or index.get((r["parent"], ""))
+        if p is None or not r["n"] or not p["n"]:
+            deltas.append(math.nan)
+            cis.append(math.nan)
+            continue
+        deltas.append(r["top1_mean"] - p["top1_mean"])
+        cis.append(welch_interval(r["top1_mean"], r["top1_std"], r["n"], p["top1_mean"],
+                                  p["top1_std"], p["n"]))
+    table.insert(table.columns.get_loc("top1_ci95") + 1, "delta_top1", deltas)
+    table.insert(table.columns.get_loc("delta_top1") + 1, "delta_ci95", cis)
+    return table
+
+
+def _fmt(value, pattern: str) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return ""
+    return pattern.format(value)
+
+
+def to_markdown(table: pd.DataFrame, runs: list[dict], sweep_dir: Path) -> str:
+    show = pd.DataFrame({
+        "step": table["step"], "name": table["name"],
+        "variant": table["variant"],
+        "seeds": [f"{n}/{e}" for n, e in zip(table["n"], table["n_expected"], strict=True)],
+        "top-1 %": [_fmt(m, "{:.2f}") + (_fmt(s, " ± {:.2f}") if n > 1 else "")
+                    for m, s, n in zip(table["top1_mean"], table["top1_std"], table["n"],
+                                       strict=True)],
+        "95% CI": [_fmt(c, "± {:.2f}") for c in table["top1_ci95"]],
+        "vs parent": [_fmt(d, "{:+.2f}") + _fmt(c, " ± {:.2f}")
+                      for d, c in zip(table["delta_top1"], table["delta_ci95"], strict=True)],
+        "params": [_fmt(p, "{:,.0f}") for p in table["params"]],
+        "GFLOPs": [_fmt(g, "{:.4f}") for g in table["gflops"]],
+        "train img/s": [_fmt(t, "{:.0f}") for t in table["train_images_per_s"]],
+        "wall s": [_fmt(w, "{:.0f}") for w in table["wall_s"]],
+        "paper top-1": [_fmt(p, "{:.2f}") for p in table["paper_top1"]],
+        "paper GFLOPs": [_fmt(p, "{:.2f}") for p in table["paper_gflops"]],
+        "status": table["status"],
+    })
+    if not any(table["variant"]):
+        show = show.drop(columns="variant")
+    lines = [f"# Results: {sweep_dir}", "",
+             "Test top-1 mean ± std over seeds; 95% CI of the mean (t); change against the "
+             "parent step (the adopted step it builds on) with its 95% Welch interval. GFLOPs "
+             "of the trained network at its resolution; the paper's columns are ImageNet at "
+             "224 (Table 10).", "", show.to_markdown(index=False, disable_numparse=True), ""]
+    bad = [r for r in runs if r["status"] not in ("completed",)]
+    if bad:
+        lines += ["## Runs that did not complete", ""]
+        lines += [f"- `{r['run_dir']}`: {r['status']}" + (f" ({r['error']})" if r.get("error")
+                                                           else "") for r in bad]
+        lines.append("")
+    wall = sum(r.get("wall_s") or 0 for r in runs if r["status"] == "completed")
+    lines.append(f"{sum(r['status'] == 'completed' for r in runs)} runs completed, "
+                 f"{wall / 60:.1f} min of training wall time in all.")
+    return "\n".join(lines) + "\n"
+
+
+def collect(sweep_dir: str | Path, out: str | Path | None = None) -> pd.DataFrame:
+    sweep_dir = Path(sweep_dir)
+    if not sweep_dir.is_dir():
+        raise FileNotFoundError(f"sweep directory {sweep_dir} not found; run `make roadmap` or "
+                                "pass the hydra.sweep.dir of a sweep")
+    out = Path(out) if out else sweep_dir
+    out.mkdir(parents=True, exist_ok=True)
+    runs = find_runs(sweep_dir)
+    table = summarise(runs, expected_runs(sweep_dir))
+    table.to_csv(out / "results.csv", index=False)
+    pd.DataFrame(runs).to_csv(out / "runs.csv", index=False)
+    (out / "results.md").write_text(to_markdown(table, runs, sweep_dir))
+    return table
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("sweep_dir")
+    parser.add_argument("--out", help="where to write the tables (default: the sweep directory)")
+    args = parser.parse_args(argv)
+    try:
+        table = collect(args.sweep_dir, args.out)
+    except FileNotFoundError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    out = Path(args.out or args.sweep_dir)
+    complete = int((table["status"] == "ok").sum()) if not table.empty else 0
+    print(f"roadmap.collect: {complete}/{len(table)} rows complete -> {out / 'results.md'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,32 @@
+"""The benchmark on a tiny setting: complete, well-formed output (no speed is asserted)."""
+
+import json
+
+from roadmap.bench import main
+
+
+def test_bench_tiny(tmp_path, capsys):
+    out = tmp_path / "benchmarks"
+    code = main(["preset=smoke", "only=resnet50,separate_downsampling", "steps=1", "repeats=1",
+                 "warmup=0", "name=tiny", f"out={out}"])
+    assert code == 0
+    result = json.loads((out / "tiny.json").read_text())
+    assert [s["step"] for s in result["steps_table"]] == ["resnet50", "separate_downsampling"]
+    for s in result["steps_table"]:
+        assert s["train_images_per_s"] > 0 and s["infer_images_per_s"] > 0
+        assert 0 < s["peak_fraction"] and s["gmacs"] > 0
+    assert [v["torchvision"] for v in result["versus_torchvision"]] == ["resnet50",
+                                                                        "convnext_tiny"]
+    assert all(v["train_ratio"] > 0 and v["infer_ratio"] > 0
+               for v in result["versus_torchvision"])
+    assert {(d["preset"], d["step"]) for d in result["data_path"]} == {
+        (p, s) for p in ("cpu", "cifar10") for s in ("resnet50", "separate_downsampling")}
+    assert all(0 < d["data_share"] < 1 for d in result["data_path"])
+    report = (out / "BENCHMARKS.md").read_text()
+    assert "## tiny" in report and "| separate_downsampling |" in report
+    assert result["machine"]["torch"] in report
+
+
+def test_bench_bad_input(capsys):
+    assert main(["dtype=fp8"]) == 2
+    assert "dtype=fp8 is invalid" in capsys.readouterr().err

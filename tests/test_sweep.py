@@ -1,0 +1,137 @@
+"""The sweep: make roadmap end to end, resume after a kill, failures as rows, the launchers."""
+
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from roadmap.collect import collect, t_interval, welch_interval
+from roadmap.ladder import step_names
+from roadmap.notebooks import execute
+from roadmap.plots import render
+
+ROOT = Path(__file__).resolve().parent.parent
+SMOKE = ["preset=smoke", "logger=none", "epochs=1"]
+
+
+def sweep(out: Path, *args: str, timeout: int = 600) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "roadmap.train", "--multirun", *args,
+                           f"hydra.sweep.dir={out}"], cwd=ROOT, capture_output=True, text=True,
+                          timeout=timeout)
+
+
+def test_make_roadmap_smoke_sweep_table_plots_and_notebook(tmp_path):
+    out = tmp_path / "sweep"
+    result = subprocess.run(["make", "roadmap", "PRESET=smoke", f"OUT={out}",
+                             "ARGS=logger=none epochs=1"], cwd=ROOT, capture_output=True,
+                            text=True, timeout=900)
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
+    names = step_names("resnet50")
+    assert sorted(p.parent.name for p in out.glob("*/seed0/metrics.json")) == sorted(
+        f"{n},epochs=1" for n in names)
+    table = collect(out)
+    assert list(table["name"]) == names  # every step, in ladder order, kernel branches included
+    assert (table["status"] == "ok").all() and (table["n"] == 1).all()
+    assert table["top1_mean"].between(0, 100).all() and (table["params"] > 0).all()
+    assert (table["gflops"] > 0).all() and (table["train_images_per_s"] > 0).all()
+    assert table.loc[0, "paper_top1"] == 76.13 and math.isnan(table.loc[0, "delta_top1"])
+    gelu = table[table["name"] == "gelu"].iloc[0]
+    kernel_7 = table[table["name"] == "kernel_7"].iloc[0]
+    assert gelu["delta_top1"] == pytest.approx(gelu["top1_mean"] - kernel_7["top1_mean"])
+    assert (out / "results.md").read_text().count("| ok") == len(names)
+    pngs = render(out / "results.csv", tmp_path / "png")
+    assert all(p.stat().st_size > 10_000 for p in pngs)
+    nb = execute(ROOT / "analysis" / "ladder.py", out / "results.csv")
+    assert any(o.get("output_type") == "display_data" for c in nb.cells
+               for o in c.get("outputs", []))
+
+
+def test_a_killed_sweep_resumes_without_retraining(tmp_path):
+    out = tmp_path / "sweep"
+    args = ["step=resnet50,recipe,stage_ratio,patchify_stem", "preset=smoke", "logger=none",
+            "epochs=2"]
+    proc = subprocess.Popen([sys.executable, "-m", "roadmap.train", "--multirun", *args,
+                             f"hydra.sweep.dir={out}"], cwd=ROOT, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    deadline = time.time() + 300
+    while time.time() < deadline and proc.poll() is None:
+        if len(list(out.glob("*/seed0/metrics.json"))) >= 2:
+            break
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    finished = {p: p.stat().st_mtime_ns for p in out.glob("*/seed0/metrics.json")}
+    assert 2 <= len(finished) < 4, "the sweep was not killed mid-way"
+    result = sweep(out, *args)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stderr.count("already completed") == len(finished)
+    assert all(p.stat().st_mtime_ns == t for p, t in finished.items())
+    table = collect(out)
+    assert list(table["name"]) == ["resnet50", "recipe", "stage_ratio", "patchify_stem"]
+    assert (table["status"] == "ok").all()
+
+
+def test_failures_are_rows_and_the_sweep_ends_nonzero(tmp_path):
+    out = tmp_path / "sweep"
+    # resnet50 is not a step of the resnet200 ladder: that run fails, the other completes
+    result = sweep(out, "step=resnet200,resnet50", "ladder=resnet200", "seed=0,1", *SMOKE)
+    assert result.returncode != 0
+    assert (out / "resnet200,epochs=1" / "seed1" / "metrics.json").is_file()
+    # a corrupt run directory and a run that never started
+    (out / "resnet200,epochs=1" / "seed1" / "metrics.json").write_text("{not json")
+    table = collect(out)
+    rows = {r["name"]: r for r in table.to_dict("records")}
+    assert rows["resnet200"]["n"] == 1 and rows["resnet200"]["n_expected"] == 2
+    assert "seed 1 corrupt" in rows["resnet200"]["status"]
+    assert rows["resnet50"]["n"] == 0 and "seed 0 failed" in rows["resnet50"]["status"]
+    assert "not on ladder=resnet200" in rows["resnet50"]["status"]
+    assert list(table["name"]) == ["resnet200", "resnet50"]  # ladder order; strangers last
+    md = (out / "results.md").read_text()
+    assert "## Runs that did not complete" in md and "corrupt" in md
+    import shutil
+
+    shutil.rmtree(out / "resnet200,epochs=1" / "seed0")
+    rows = {r["name"]: r for r in collect(out).to_dict("records")}
+    assert "seed 0 missing" in rows["resnet200"]["status"]
+
+
+@pytest.mark.parametrize("launcher", ["submitit_local", "joblib"])
+def test_launchers(tmp_path, launcher):
+    out = tmp_path / "sweep"
+    extra = ["hydra.launcher.timeout_min=10"] if launcher == "submitit_local" else \
+        ["hydra.launcher.n_jobs=2"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    result = subprocess.run([sys.executable, "-m", "roadmap.train", "--multirun",
+                             f"hydra/launcher={launcher}", *extra, "step=resnet50,recipe",
+                             *SMOKE, f"hydra.sweep.dir={out}"], cwd=ROOT, capture_output=True,
+                            text=True, timeout=600, env=env)
+    assert result.returncode == 0, result.stderr[-3000:]
+    statuses = [json.loads(p.read_text())["status"] for p in out.glob("*/seed0/metrics.json")]
+    assert statuses == ["completed", "completed"]
+
+
+def test_slurm_launcher_config_composes():
+    from hydra import compose, initialize_config_dir
+
+    from roadmap.conf import CONF_DIR, register_configs
+
+    register_configs()
+    with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
+        cfg = compose("config", ["step=gelu", "hydra/launcher=slurm",
+                                 "hydra.launcher.partition=gpu"], return_hydra_config=True)
+    launcher = cfg.hydra.launcher
+    assert launcher._target_.endswith("SlurmLauncher") and launcher.partition == "gpu"
+    assert launcher.max_num_timeout > 0 and launcher.tasks_per_node == launcher.gpus_per_node
+
+
+def test_intervals():
+    assert t_interval(1.0, 3) == pytest.approx(4.302653 / math.sqrt(3), rel=1e-5)
+    assert math.isnan(t_interval(1.0, 1))
+    # equal variances and sizes: Welch's df = 2(n-1)
+    assert welch_interval(1, 1, 3, 0, 1, 3) == pytest.approx(2.776445 * math.sqrt(2 / 3), rel=1e-5)
