@@ -65,7 +65,11 @@ plots: $(STAMP) ## the figures (PNG) of a results table (RESULTS=.../results.csv
 notebook: $(STAMP) ## execute analysis/ladder.py on RESULTS, writing an .ipynb beside the table
 	$(PY) -m roadmap.notebooks analysis/ladder.py $(RESULTS) --out $(dir $(RESULTS))ladder.ipynb
 
+bench: $(STAMP) data ## speed of every step vs torchvision and the machine's peak -> BENCHMARKS.md
+	$(PY) -m roadmap.bench preset=cpu name=cpu-32px
+	$(PY) -m roadmap.bench preset=imagenet name=imagenet-224px batch_size=8 steps=2 repeats=3 warmup=1 data=false
+
 clean: ## remove the venv and caches (keeps runs/)
 	rm -rf $(VENV) .pytest_cache .ruff_cache *.egg-info
 
-.PHONY: help venv data test lint describe snapshot roadmap collect plots notebook clean
+.PHONY: help venv data test lint describe snapshot roadmap collect plots notebook bench clean

@@ -26,8 +26,8 @@ import platform
 import statistics
 import sys
 import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -147,6 +147,12 @@ def measure(benches: list[Bench], steps: int, repeats: int, warmup: int,
     return times
 
 
+def torchvision_name(cfg) -> str:
+    if cfg.stem == "resnet":
+        return f"resnet{2 + 3 * sum(cfg.depths)}"
+    return "convnext_" + {96: "tiny", 128: "base"}.get(cfg.width, f"w{cfg.width}")
+
+
 def run(own: dict[str, str], overrides: list[str]) -> dict:
     device = torch.device("cuda" if own["device"] == "auto" and torch.cuda.is_available()
                           else ("cpu" if own["device"] == "auto" else own["device"]))
@@ -190,8 +196,9 @@ def run(own: dict[str, str], overrides: list[str]) -> dict:
             "train_flops_per_s": 3 * 2 * macs * train_ips,
             "peak_fraction": 3 * 2 * macs * train_ips / peak,
         })
-        print(f"{step:22s} train {train_ips:8.1f} img/s  infer {rows[-1]['infer_images_per_s']:8.1f}"
-              f" img/s  {100 * rows[-1]['peak_fraction']:.1f}% of peak", file=sys.stderr)
+        print(f"{step:22s} train {train_ips:8.1f} img/s  infer "
+              f"{rows[-1]['infer_images_per_s']:8.1f} img/s  "
+              f"{100 * rows[-1]['peak_fraction']:.1f}% of peak", file=sys.stderr)
         del bench, model
 
     # ours against torchvision, full size, same classes/channels/resolution, interleaved
@@ -205,8 +212,8 @@ def run(own: dict[str, str], overrides: list[str]) -> dict:
         pair = [Bench(ours, x, y, autocast, channels_last, compile_),
                 Bench(theirs, x, y, autocast, channels_last, compile_)]
         t_ours, t_tv = measure(pair, steps, repeats, warmup, device)
-        record = {"step": step, "torchvision": type(theirs).__name__.lower() + (
-            "50" if step == names[0] else "_tiny"), "params": count_params(ours)}
+        record = {"step": step, "torchvision": torchvision_name(ours.cfg),
+                  "params": count_params(ours)}
         for kind in ("train", "infer"):
             ratios = [b / a for a, b in zip(t_ours[kind], t_tv[kind], strict=True)]
             record[f"{kind}_ours"] = batch / statistics.median(t_ours[kind])
@@ -254,31 +261,8 @@ def data_share(preset: str, ladder: str, device: torch.device, steps: int, repea
         loader = MemoryTrainLoader(dataset, cfg.batch_size, augment, device)
         model = build_model(mcfg).to(device)
         opt = torch.optim.AdamW(model.parameters())
-        batches = loader.epoch(0)
-        data_t, step_t = [], []
-
-        def one_step(record: bool) -> None:
-            nonlocal batches
-            t0 = time.perf_counter()
-            try:
-                x, y = next(batches)
-            except StopIteration:
-                batches = loader.epoch(1)
-                x, y = next(batches)
-            sync(device)
-            t1 = time.perf_counter()
-            opt.zero_grad(set_to_none=True)
-            F.cross_entropy(model(x), y, label_smoothing=cfg.recipe.label_smoothing).backward()
-            opt.step()
-            sync(device)
-            if record:
-                data_t.append(t1 - t0)
-                step_t.append(time.perf_counter() - t0)
-
-        for _ in range(warmup):
-            one_step(False)
-        for _ in range(steps * repeats):
-            one_step(True)
+        data_t, step_t = timed_data_steps(loader, model, opt, cfg.recipe.label_smoothing,
+                                          device, warmup, steps * repeats)
         share = sum(data_t) / sum(step_t)
         rows.append({"preset": preset, "step": step, "source": source,
                      "batch": cfg.batch_size, "data_share": share,
@@ -287,6 +271,31 @@ def data_share(preset: str, ladder: str, device: torch.device, steps: int, repea
         print(f"data {preset:8s} {step:22s} {100 * share:.1f}% of a step, data path "
               f"{rows[-1]['data_images_per_s']:.0f} img/s", file=sys.stderr)
     return rows
+
+
+def timed_data_steps(loader, model: nn.Module, opt, label_smoothing: float,
+                     device: torch.device, warmup: int, n: int) -> tuple[list, list]:
+    """Seconds of each step spent getting the batch, and of each whole training step."""
+    batches, epoch = loader.epoch(0), 0
+    data_t, step_t = [], []
+    for i in range(warmup + n):
+        t0 = time.perf_counter()
+        try:
+            x, y = next(batches)
+        except StopIteration:
+            epoch += 1
+            batches = loader.epoch(epoch)
+            x, y = next(batches)
+        sync(device)
+        t1 = time.perf_counter()
+        opt.zero_grad(set_to_none=True)
+        F.cross_entropy(model(x), y, label_smoothing=label_smoothing).backward()
+        opt.step()
+        sync(device)
+        if i >= warmup:
+            data_t.append(t1 - t0)
+            step_t.append(time.perf_counter() - t0)
+    return data_t, step_t
 
 
 def render(results: list[dict]) -> str:

@@ -127,6 +127,11 @@ def expected_runs(sweep_dir: Path) -> list[tuple[str, str, int]] | None:
 
 # -- the tables ---------------------------------------------------------------------------------
 
+def _mean(records: list[dict], key: str) -> float:
+    values = [r[key] for r in records if r.get(key) is not None]
+    return sum(values) / len(values) if values else math.nan
+
+
 def summarise(runs: list[dict], expected: list[tuple[str, str, int]] | None) -> pd.DataFrame:
     """One row per (step, variant): seeds, mean, std, intervals, change against the parent."""
     valid = [r for r in runs if "step" in r]
@@ -161,19 +166,16 @@ def summarise(runs: list[dict], expected: list[tuple[str, str, int]] | None) -> 
                 why = f": {r['error'][:120]}" if r.get("error") else ""
                 problems.append(f"seed {s} {r['status']}{why}")
 
-        def mean_of(key):
-            values = [r[key] for r in done if r.get(key) is not None]
-            return sum(values) / len(values) if values else math.nan
-
         rows.append({
             "step": info.index if info else "", "name": step, "variant": variant,
             "adopted": info.adopted if info else None,
             "parent": info.parent if info else None,
             "n": n, "n_expected": len(seeds), "top1_mean": mean, "top1_std": std,
             "top1_ci95": t_interval(std, n),
-            "top5_mean": mean_of("top5"), "params": done[0]["params"] if done else None,
+            "top5_mean": _mean(done, "top5"), "params": done[0]["params"] if done else None,
             "gflops": done[0]["gflops"] if done else None,
-            "train_images_per_s": mean_of("train_images_per_s"), "wall_s": mean_of("wall_s"),
+            "train_images_per_s": _mean(done, "train_images_per_s"),
+            "wall_s": _mean(done, "wall_s"),
             "paper_top1": info.paper_top1 if info else None,
             "paper_gflops": info.paper_gflops if info else None,
             "status": "ok" if not problems else "; ".join(problems),

@@ -33,7 +33,7 @@ def test_make_roadmap_smoke_sweep_table_plots_and_notebook(tmp_path):
                             text=True, timeout=900)
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
     names = step_names("resnet50")
-    assert sorted(p.parent.name for p in out.glob("*/seed0/metrics.json")) == sorted(
+    assert sorted(p.parent.parent.name for p in out.glob("*/seed0/metrics.json")) == sorted(
         f"{n},epochs=1" for n in names)
     table = collect(out)
     assert list(table["name"]) == names  # every step, in ladder order, kernel branches included
