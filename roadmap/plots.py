@@ -25,7 +25,7 @@ KERNEL_STEPS = {"move_up_dwconv": 3, "kernel_5": 5, "kernel_7": 7, "kernel_9": 9
 
 
 def load(path: str | Path) -> pd.DataFrame:
-    table = pd.read_csv(path, dtype={"step": str})
+    table = pd.read_csv(path, dtype={"step": str, "variant": str})
     table["variant"] = table["variant"].fillna("")
     return table
 
@@ -73,7 +73,7 @@ def ladder_figure(table: pd.DataFrame, title: str = "") -> plt.Figure:
     ax.set_title(title or "This run")
     paper = rows["paper_top1"]
     axp.barh(list(y), paper.fillna(0), color=[PAPER if c == ADOPTED else SIDE for c in colors])
-    plo, phi = _limits(paper.dropna(), pd.Series(dtype=float))
+    plo, phi = _limits(paper, paper * 0)
     axp.set_xlim(plo, phi)
     for i, r in rows.iterrows():
         if not pd.isna(r["paper_top1"]):

@@ -56,11 +56,31 @@ def make_act(cfg: ModelConfig) -> nn.Module:
     return ACTIVATION_LAYERS[cfg.activation]()
 
 
+def has_bias(cfg: ModelConfig, followed_by_norm: bool) -> bool:
+    """A conv has a bias unless a BatchNorm, which would cancel it, follows it directly."""
+    return not (followed_by_norm and cfg.norm == "batch")
+
+
 def conv(cfg: ModelConfig, cin: int, cout: int, kernel: int, stride: int = 1,
          groups: int = 1, padding: int | None = None, followed_by_norm: bool = True) -> nn.Conv2d:
-    bias = not (followed_by_norm and cfg.norm == "batch")
     pad = kernel // 2 if padding is None else padding
-    return nn.Conv2d(cin, cout, kernel, stride=stride, padding=pad, groups=groups, bias=bias)
+    return nn.Conv2d(cin, cout, kernel, stride=stride, padding=pad, groups=groups,
+                     bias=has_bias(cfg, followed_by_norm))
+
+
+class Pointwise(nn.Conv2d):
+    """A 1x1 conv. On an input laid out channels-last (as a channels LayerNorm leaves it) it
+    runs as one matrix product over channels, with no layout copy, as ConvNeXt's ``nn.Linear``
+    does; otherwise as an ordinary convolution. The parameters are a 1x1 conv's either way."""
+
+    def __init__(self, cin: int, cout: int, bias: bool) -> None:
+        super().__init__(cin, cout, 1, bias=bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        nhwc = x.permute(0, 2, 3, 1)
+        if nhwc.is_contiguous():
+            return F.linear(nhwc, self.weight.flatten(1), self.bias).permute(0, 3, 1, 2)
+        return super().forward(x)
 
 
 def drop_path_rates(depths: tuple[int, ...] | list[int], rate: float) -> list[float]:
@@ -89,7 +109,7 @@ class Block(nn.Module):
                 layer = conv(cfg, cin_i, cout_i, cfg.kernel_size, stride, groups,
                              followed_by_norm=i in norm_at)
             else:
-                layer = conv(cfg, cin_i, cout_i, 1, followed_by_norm=i in norm_at)
+                layer = Pointwise(cin_i, cout_i, has_bias(cfg, i in norm_at))
             setattr(self, f"conv{i + 1}", layer)
             setattr(self, f"norm{i + 1}", make_norm(cfg, cout_i) if i in norm_at else nn.Identity())
             setattr(self, f"act{i + 1}", make_act(cfg) if i in act_at else nn.Identity())
