@@ -252,8 +252,9 @@ def data_share(preset: str, ladder: str, device: torch.device, steps: int, repea
         except DataError:  # e.g. CIFAR offline: its size and pipeline on generated images
             from omegaconf import OmegaConf
 
-            fake = OmegaConf.merge(cfg.data, {"train_size": 10 * cfg.batch_size,
-                                              "test_size": cfg.batch_size, "noise": 0.3})
+            fake = OmegaConf.create({**OmegaConf.to_container(cfg.data),
+                                     "train_size": 10 * cfg.batch_size,
+                                     "test_size": cfg.batch_size, "noise": 0.3})
             dataset = make_synthetic(fake)
             source = f"generated images of {cfg.data.name}'s size (its files are not here)"
         mcfg = scale_config(model_config(cfg), cfg.scale.width, cfg.scale.depth)

@@ -15,10 +15,8 @@ import sys
 from pathlib import Path
 
 import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import pandas as pd  # noqa: E402
+import matplotlib.pyplot as plt
+import pandas as pd
 
 ADOPTED, SIDE, PAPER = "#3b6ea8", "#b0b0b0", "#c9733a"
 KERNEL_STEPS = {"move_up_dwconv": 3, "kernel_5": 5, "kernel_7": 7, "kernel_9": 9, "kernel_11": 11}
@@ -160,6 +158,7 @@ def main(argv=None) -> int:
     parser.add_argument("results", help="results.csv written by roadmap.collect")
     parser.add_argument("--out", help="folder for the PNGs (default: beside the table)")
     args = parser.parse_args(argv)
+    matplotlib.use("Agg")  # files only; a notebook keeps its inline backend
     if not Path(args.results).is_file():
         print(f"error: {args.results} not found; make one with `python -m roadmap.collect "
               "<sweep dir>` (make roadmap does)", file=sys.stderr)

@@ -22,7 +22,7 @@ def test_bench_tiny(tmp_path, capsys):
     assert {(d["preset"], d["step"]) for d in result["data_path"]} == {
         (p, s) for p in ("cpu", "cifar10") for s in ("resnet50", "separate_downsampling")}
     assert all(0 < d["data_share"] < 1 for d in result["data_path"])
-    report = (out / "BENCHMARKS.md").read_text()
+    report = (tmp_path / "BENCHMARKS.md").read_text()  # beside the benchmarks/ folder
     assert "## tiny" in report and "| separate_downsampling |" in report
     assert result["machine"]["torch"] in report
 
