@@ -299,6 +299,14 @@ def timed_data_steps(loader, model: nn.Module, opt, label_smoothing: float,
     return data_t, step_t
 
 
+def md_table(header: list[str], rows: list[list]) -> list[str]:
+    """A markdown table, text columns left-aligned and the rest right-aligned."""
+    left = {"step", "torchvision", "preset", "data"}
+    align = ["---" if h in left else "---:" for h in header]
+    return ["| " + " | ".join(header) + " |", "|" + "|".join(align) + "|"] + [
+        "| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+
+
 def render(results: list[dict]) -> str:
     lines = ["# Benchmarks", "",
              "Written by `make bench` (`python -m roadmap.bench`) from the JSON files in "
@@ -313,29 +321,30 @@ def render(results: list[dict]) -> str:
                   f"torchvision {m['torchvision']}; {r['dtype']}, channels_last="
                   f"{str(r['channels_last']).lower()}, compile={str(r['compile']).lower()}; "
                   f"{r['image_size']}x{r['image_size']}, batch {r['batch']}. Peak of a 2048^2 "
-                  f"matmul: {r['peak_flops_per_s'] / 1e9:.1f} GFLOP/s.", "",
-                  "| step | params | GMACs/img | train img/s | infer img/s | train GFLOP/s | "
-                  "of peak |", "|---|---:|---:|---:|---:|---:|---:|"]
-        for s in r["steps_table"]:
-            lines.append(f"| {s['step']} | {s['params']:,} | {s['gmacs']:.4f} | "
-                         f"{s['train_images_per_s']:.1f} | {s['infer_images_per_s']:.1f} | "
-                         f"{s['train_flops_per_s'] / 1e9:.1f} | {100 * s['peak_fraction']:.1f}% |")
-        lines += ["", "Ours against torchvision (full-size models, same input):", "",
-                  "| step | torchvision | train ours | train tv | ratio | infer ours | infer tv | "
-                  "ratio |", "|---|---|---:|---:|---:|---:|---:|---:|"]
-        for v in r["versus_torchvision"]:
-            lines.append(f"| {v['step']} | {v['torchvision']} | {v['train_ours']:.1f} | "
-                         f"{v['train_torchvision']:.1f} | {v['train_ratio']:.3f} | "
-                         f"{v['infer_ours']:.1f} | {v['infer_torchvision']:.1f} | "
-                         f"{v['infer_ratio']:.3f} |")
+                  f"matmul: {r['peak_flops_per_s'] / 1e9:.1f} GFLOP/s.", ""]
+        lines += md_table(
+            ["step", "params", "GMACs/img", "train img/s", "infer img/s", "train GFLOP/s",
+             "of peak"],
+            [[s["step"], f"{s['params']:,}", f"{s['gmacs']:.4f}",
+              f"{s['train_images_per_s']:.1f}", f"{s['infer_images_per_s']:.1f}",
+              f"{s['train_flops_per_s'] / 1e9:.1f}", f"{100 * s['peak_fraction']:.1f}%"]
+             for s in r["steps_table"]])
+        lines += ["", "Ours against torchvision (full-size models, same input):", ""]
+        lines += md_table(
+            ["step", "torchvision", "train ours", "train tv", "ratio", "infer ours", "infer tv",
+             "ratio"],
+            [[v["step"], v["torchvision"], f"{v['train_ours']:.1f}",
+              f"{v['train_torchvision']:.1f}", f"{v['train_ratio']:.3f}",
+              f"{v['infer_ours']:.1f}", f"{v['infer_torchvision']:.1f}",
+              f"{v['infer_ratio']:.3f}"] for v in r["versus_torchvision"]])
         if r["data_path"]:
-            lines += ["", "Data path (get the batch + augment it, on the training device):", "",
-                      "| preset | step | data | batch | share of a step | data img/s | "
-                      "step img/s |", "|---|---|---|---:|---:|---:|---:|"]
-            for d in r["data_path"]:
-                lines.append(f"| {d['preset']} | {d['step']} | {d['source']} | {d['batch']} | "
-                             f"{100 * d['data_share']:.1f}% | {d['data_images_per_s']:.0f} | "
-                             f"{d['step_images_per_s']:.0f} |")
+            lines += ["", "Data path (get the batch + augment it, on the training device):", ""]
+            lines += md_table(
+                ["preset", "step", "data", "batch", "share of a step", "data img/s",
+                 "step img/s"],
+                [[d["preset"], d["step"], d["source"], d["batch"],
+                  f"{100 * d['data_share']:.1f}%", f"{d['data_images_per_s']:.0f}",
+                  f"{d['step_images_per_s']:.0f}"] for d in r["data_path"]])
         lines.append("")
     return "\n".join(lines)
 
