@@ -123,9 +123,14 @@ def test_step_schedule_decays_at_the_scaled_milestones():
         [1, 1, 0.1, 0.1, 0.01, 0.01])
 
 
-def test_label_smoothing_reaches_the_loss(tmp_path):
+def test_label_smoothing_reaches_the_loss():
     cfg = compose(["step=recipe", "preset=smoke"])
     assert cfg.recipe.label_smoothing == 0.1
+    # the loss the training loop computes: smoothing raises it for a confident right answer
+    logits, target = torch.tensor([[10.0, 0.0, 0.0]]), torch.tensor([0])
+    smoothed = torch.nn.functional.cross_entropy(logits, target,
+                                                 label_smoothing=cfg.recipe.label_smoothing)
+    assert smoothed > torch.nn.functional.cross_entropy(logits, target) + 0.1
     assert compose(["step=resnet50", "preset=smoke"]).recipe.label_smoothing == 0.0
 
 
