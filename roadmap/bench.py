@@ -1,7 +1,7 @@
 """``make bench``: every step's speed, against torchvision and against the machine's peak.
 
     python -m roadmap.bench [preset=cpu] [name=cpu-32px] [image_size=N] [batch_size=N]
-        [steps=5] [repeats=5] [warmup=2] [dtype=fp32|bf16] [channels_last=false] [compile=false]
+        [steps=5] [repeats=5] [warmup=2] [dtype=fp32|bf16] [channels_last=auto] [compile=false]
         [device=auto] [ladder=resnet50] [only=resnet50,gelu] [data=true] [out=benchmarks]
 
 Measured on the current device after warm-up, as medians of ``repeats`` timings of ``steps``
@@ -40,9 +40,10 @@ from roadmap.flops import count_gflops, count_params
 from roadmap.ladder import step_names
 from roadmap.models import build_model, scale_config
 from roadmap.models.convert import to_torchvision
+from roadmap.train import resolve_channels_last
 
 OWN_KEYS = {"preset": "cpu", "name": "", "image_size": "", "batch_size": "", "steps": "5",
-            "repeats": "5", "warmup": "2", "dtype": "fp32", "channels_last": "false",
+            "repeats": "5", "warmup": "2", "dtype": "fp32", "channels_last": "auto",
             "compile": "false", "device": "auto", "ladder": "resnet50", "only": "",
             "data": "true", "out": "benchmarks"}
 
@@ -57,6 +58,9 @@ def parse(argv: Sequence[str]) -> tuple[dict[str, str], list[str]]:
             own[key] = value
         else:
             overrides.append(arg)
+    if own["channels_last"] not in ("auto", "true", "false"):
+        raise ValueError(f"channels_last={own['channels_last']} is invalid; valid values: auto, "
+                         "true, false")
     if own["dtype"] not in ("fp32", "bf16"):
         raise ValueError(f"dtype={own['dtype']} is invalid; valid values: fp32, bf16")
     for key in ("steps", "repeats", "warmup"):
@@ -160,7 +164,9 @@ def run(own: dict[str, str], overrides: list[str]) -> dict:
     autocast = ((lambda: torch.autocast(device.type, dtype=dtype)) if dtype
                 else (lambda: torch.autocast(device.type, enabled=False)))
     steps, repeats, warmup = int(own["steps"]), int(own["repeats"]), int(own["warmup"])
-    channels_last, compile_ = own["channels_last"] == "true", own["compile"] == "true"
+    channels_last = resolve_channels_last(
+        {"true": True, "false": False}.get(own["channels_last"], "auto"), device)
+    compile_ = own["compile"] == "true"
     ladder = own["ladder"]
     names = step_names(ladder)
     chosen = own["only"].split(",") if own["only"] else names

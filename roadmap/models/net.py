@@ -45,7 +45,20 @@ def _layer_norm(channels: int, ndim: int) -> nn.Module:
 
 
 NORM_LAYERS = {"batch": _batch_norm, "layer": _layer_norm}
-ACTIVATION_LAYERS = {"relu": nn.ReLU, "gelu": nn.GELU}
+class GELU(nn.GELU):
+    """``nn.GELU`` that runs on the contiguous NHWC view of a channels-last tensor: PyTorch's CPU
+    GELU is about 2x slower on the permuted (NCHW-shaped) view of the same memory, which is what
+    a channels-last network and :class:`Pointwise` hand it. Same values, same layout out."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.dim() == 4 and not x.is_contiguous():
+            nhwc = x.permute(0, 2, 3, 1)
+            if nhwc.is_contiguous():
+                return super().forward(nhwc).permute(0, 3, 1, 2)
+        return super().forward(x)
+
+
+ACTIVATION_LAYERS = {"relu": lambda: nn.ReLU(inplace=True), "gelu": GELU}
 
 
 def make_norm(cfg: ModelConfig, channels: int, ndim: int = 4) -> nn.Module:
@@ -126,14 +139,40 @@ class Block(nn.Module):
             self.shortcut = nn.Identity()
         self.post_act = make_act(cfg) if cfg.block_activations == 3 else nn.Identity()
 
+    _LAYERS = ("conv1", "norm1", "act1", "conv2", "norm2", "act2", "conv3", "norm3")
+
+    def __setattr__(self, name: str, value) -> None:
+        super().__setattr__(name, value)
+        if isinstance(value, nn.Module):  # a replaced layer: rebuild the path on the next call
+            self.__dict__.pop("_path", None)
+
+    def _layers(self) -> tuple:
+        """The layers that do something, in order. ``nn.Identity`` placeholders are skipped: a
+        module call costs microseconds, which a block of small tensors (32x32 images, the last
+        stages) notices against torchvision's blocks, which have no placeholders."""
+        path = self.__dict__.get("_path")
+        if path is None:
+            main = tuple(m for m in (getattr(self, n) for n in self._LAYERS)
+                         if not isinstance(m, nn.Identity))
+            path = tuple(None if isinstance(m, nn.Identity) else m
+                         for m in (self.drop_path, self.shortcut, self.post_act))
+            path = self.__dict__["_path"] = (main, *path)
+        return path
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = self.act1(self.norm1(self.conv1(x)))
-        out = self.act2(self.norm2(self.conv2(out)))
-        out = self.norm3(self.conv3(out))
+        main, drop_path, shortcut, post_act = self._layers()
+        out = x
+        for layer in main:
+            out = layer(out)
         if self.layer_scale is not None:
             out = out * self.layer_scale
-        out = self.drop_path(out) + self.shortcut(x)
-        return self.post_act(out)
+        if drop_path is not None:
+            out = drop_path(out)
+        # in place, as torchvision's blocks do: ``out`` keeps its memory layout. An out-of-place
+        # add picks NCHW strides when H = W = 1 (ConvNeXt's last stage on 32x32 images), and the
+        # next depthwise conv then runs 100x slower than on channels-last strides.
+        out += x if shortcut is None else shortcut(x)
+        return out if post_act is None else post_act(out)
 
 
 class Stage(nn.Module):

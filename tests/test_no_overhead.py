@@ -1,0 +1,91 @@
+"""The builder adds no work to the networks it reproduces: the same ATen operations as
+torchvision's ResNet-50 and ConvNeXt-T, forward and backward, and the same memory layouts into
+every spatial convolution. Speed itself is measured by ``make bench``, not here; these checks
+are what makes its ours / torchvision ratio hold on any machine, and they fail on the mistakes
+that cost speed (an extra copy, an extra elementwise op, a layout that sends a depthwise conv
+down a slow path)."""
+
+from collections import Counter
+
+import pytest
+import torch
+from torch.utils._python_dispatch import TorchDispatchMode
+
+from roadmap.models import RoadmapNet, convnext_config, resnet_config, to_torchvision
+
+# operations that only make a new view of the same memory: free of arithmetic and copies
+VIEWS = {"view", "_unsafe_view", "permute", "t", "transpose", "as_strided", "expand", "squeeze",
+         "unsqueeze", "alias", "detach", "flatten", "reshape"}
+
+
+class Recorder(TorchDispatchMode):
+    """Every ATen call, with the strides of its first argument."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.calls: list[tuple[str, object]] = []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        self.calls.append((func.overloadpacket.__name__, args))
+        return func(*args, **(kwargs or {}))
+
+
+def record(model: torch.nn.Module, fmt: torch.memory_format, size: int = 32) -> Recorder:
+    torch.manual_seed(0)
+    model = model.to(memory_format=fmt).train()
+    x = torch.randn(2, 3, size, size).contiguous(memory_format=fmt)
+    with Recorder() as rec:
+        model(x).sum().backward()
+    return rec
+
+
+CONFIGS = [resnet_config(num_classes=10), convnext_config(num_classes=10, drop_path_rate=0.0)]
+FORMATS = [torch.contiguous_format, torch.channels_last]
+
+
+@pytest.mark.parametrize("fmt", FORMATS, ids=["nchw", "channels_last"])
+@pytest.mark.parametrize("cfg", CONFIGS, ids=["resnet50", "convnext_t"])
+def test_same_operations_as_torchvision(cfg, fmt):
+    ours = RoadmapNet(cfg)
+    theirs = to_torchvision(ours)
+    got = Counter(name for name, _ in record(ours, fmt).calls)
+    want = Counter(name for name, _ in record(theirs, fmt).calls)
+    differ = {op for op in got.keys() | want.keys() if got[op] != want[op]} - VIEWS
+    # a 1x1 conv fed a channels-last tensor runs as a matrix product (Pointwise): one conv and
+    # its backward become three matmuls (forward, grad of input, grad of weight); nothing else
+    assert differ <= {"convolution", "convolution_backward", "mm"}, {
+        op: (got[op], want[op]) for op in differ}
+    as_matmul = want["convolution"] - got["convolution"]
+    assert as_matmul >= 0
+    assert want["convolution_backward"] - got["convolution_backward"] == as_matmul
+    assert got["mm"] - want["mm"] == 3 * as_matmul
+
+
+@pytest.mark.parametrize("size", [32, 64])
+@pytest.mark.parametrize("fmt", FORMATS, ids=["nchw", "channels_last"])
+@pytest.mark.parametrize("cfg", CONFIGS, ids=["resnet50", "convnext_t"])
+def test_spatial_convs_see_torchvision_layouts(cfg, fmt, size):
+    """At 32x32 ConvNeXt's last stage is 1x1, where strides are ambiguous: an out-of-place
+    residual add once gave its depthwise convs NCHW strides and made them 100x slower."""
+
+    def spatial_inputs(rec: Recorder) -> list[tuple]:
+        return [(tuple(args[0].shape), args[0].stride(), tuple(args[1].shape))
+                for name, args in rec.calls
+                if name == "convolution" and args[1].shape[-1] > 1]
+
+    ours = RoadmapNet(cfg)
+    theirs = to_torchvision(ours)
+    got, want = spatial_inputs(record(ours, fmt, size)), spatial_inputs(record(theirs, fmt, size))
+    assert len(got) == len(want) > 0
+    assert got == want
+
+
+def test_replaced_layer_is_used():
+    """Blocks skip their nn.Identity placeholders; a layer set after construction still runs."""
+    model = RoadmapNet(convnext_config(num_classes=10, depths=(1, 1, 1, 1), width=8,
+                                       layer_scale_init=0.0)).eval()
+    block = model.stages[0].blocks[0]
+    x = torch.randn(1, 8, 4, 4)
+    before = block(x)
+    block.norm2 = torch.nn.LayerNorm([32, 4, 4])  # replaces an Identity after the first call
+    assert not torch.allclose(block(x), before)
