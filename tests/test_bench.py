@@ -30,3 +30,20 @@ def test_bench_tiny(tmp_path, capsys):
 def test_bench_bad_input(capsys):
     assert main(["dtype=fp8"]) == 2
     assert "dtype=fp8 is invalid" in capsys.readouterr().err
+
+
+def test_breakdown_kinds(tmp_path):
+    """The time breakdown finds depthwise convolutions where the ladder has them, and only there."""
+    out = tmp_path / "b"
+    assert main(["preset=smoke", "only=patchify_stem,kernel_7", "steps=1", "repeats=1",
+                 "warmup=0", "pairs=1", "data=false", f"out={out}"]) == 0
+    result = json.loads((out / "smoke-32px.json").read_text())
+    stem, k7 = result["steps_table"]
+    assert stem["breakdown"]["depthwise"]["seconds"] == 0
+    assert k7["breakdown"]["depthwise"]["flops"] > 0
+    assert k7["breakdown"]["depthwise_backward"]["flops"] > 0
+    for row in (stem, k7):
+        assert abs(sum(v["share"] for v in row["breakdown"].values()) - 1) < 1e-6
+        assert row["breakdown"]["optimizer"]["seconds"] > 0
+    assert result["bandwidth_bytes_per_s"] > 0
+    assert "What bounds the depthwise steps" in (tmp_path / "b" / "BENCHMARKS.md").read_text()
