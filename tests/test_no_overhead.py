@@ -12,6 +12,7 @@ import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from roadmap.models import RoadmapNet, convnext_config, resnet_config, to_torchvision
+from roadmap.models.net import GroupedConv2d
 
 # operations that only make a new view of the same memory: free of arithmetic and copies
 VIEWS = {"view", "_unsafe_view", "permute", "t", "transpose", "as_strided", "expand", "squeeze",
@@ -52,13 +53,17 @@ def test_same_operations_as_torchvision(cfg, fmt):
     want = Counter(name for name, _ in record(theirs, fmt).calls)
     differ = {op for op in got.keys() | want.keys() if got[op] != want[op]} - VIEWS
     # a 1x1 conv fed a channels-last tensor runs as a matrix product (Pointwise): one conv and
-    # its backward become three matmuls (forward, grad of input, grad of weight); nothing else
-    assert differ <= {"convolution", "convolution_backward", "mm"}, {
+    # its backward become three matmuls (forward, grad of input, grad of weight); a biased
+    # depthwise conv (GroupedConv2d) takes its bias gradient as a sum; nothing else differs
+    assert differ <= {"convolution", "convolution_backward", "mm", "sum"}, {
         op: (got[op], want[op]) for op in differ}
     as_matmul = want["convolution"] - got["convolution"]
     assert as_matmul >= 0
     assert want["convolution_backward"] - got["convolution_backward"] == as_matmul
     assert got["mm"] - want["mm"] == 3 * as_matmul
+    biased_grouped = sum(isinstance(m, GroupedConv2d) and m.bias is not None
+                         for m in ours.modules())
+    assert got["sum"] - want["sum"] == biased_grouped
 
 
 @pytest.mark.parametrize("size", [32, 64])
@@ -89,3 +94,18 @@ def test_replaced_layer_is_used():
     before = block(x)
     block.norm2 = torch.nn.LayerNorm([32, 4, 4])  # replaces an Identity after the first call
     assert not torch.allclose(block(x), before)
+
+
+@pytest.mark.parametrize("groups", [8, 2])
+def test_grouped_conv_gradients_match_conv2d(groups):
+    torch.manual_seed(0)
+    ours = GroupedConv2d(8, 8, 3, padding=1, groups=groups).double()
+    ref = torch.nn.Conv2d(8, 8, 3, padding=1, groups=groups).double()
+    ref.load_state_dict(ours.state_dict())
+    x = torch.randn(2, 8, 5, 5, dtype=torch.double, requires_grad=True)
+    grad = torch.randn(2, 8, 5, 5, dtype=torch.double)
+    got = torch.autograd.grad(ours(x), (x, ours.weight, ours.bias), grad)
+    want = torch.autograd.grad(ref(x), (x, ref.weight, ref.bias), grad)
+    for g, w in zip(got, want, strict=True):
+        torch.testing.assert_close(g, w)
+    assert torch.autograd.gradgradcheck(ours, (x,))

@@ -74,11 +74,49 @@ def has_bias(cfg: ModelConfig, followed_by_norm: bool) -> bool:
     return not (followed_by_norm and cfg.norm == "batch")
 
 
+class _GroupedConv(torch.autograd.Function):
+    """A grouped convolution whose bias gradient is the sum of the output gradient, computed
+    apart from the input and weight gradients: PyTorch's CPU (oneDNN) depthwise backward is
+    about 25% slower when it also produces the bias gradient (measured at ConvNeXt-T's shapes)."""
+
+    @staticmethod
+    def forward(ctx, x, weight, bias, stride, padding, dilation, groups):
+        ctx.save_for_backward(x, weight)
+        ctx.geometry = (stride, padding, dilation, groups)
+        return F.conv2d(x, weight, bias, stride, padding, dilation, groups)
+
+    @staticmethod
+    def backward(ctx, grad):
+        x, weight = ctx.saved_tensors
+        stride, padding, dilation, groups = ctx.geometry
+        need_x, need_w, need_b = ctx.needs_input_grad[:3]
+        grad_x = grad_w = grad_b = None
+        if need_x or need_w:
+            grad_x, grad_w, _ = torch.ops.aten.convolution_backward(
+                grad, x, weight, None, stride, padding, dilation, False, [0, 0], groups,
+                [need_x, need_w, False])
+        if need_b:
+            grad_b = grad.sum((0, 2, 3))
+        return grad_x, grad_w, grad_b, None, None, None, None
+
+
+class GroupedConv2d(nn.Conv2d):
+    """``nn.Conv2d`` (parameters, output and gradients the same) for grouped and depthwise
+    convolutions with a bias, trained through :class:`_GroupedConv`."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.bias is None or not torch.is_grad_enabled():
+            return super().forward(x)
+        return _GroupedConv.apply(x, self.weight, self.bias, self.stride, self.padding,
+                                  self.dilation, self.groups)
+
+
 def conv(cfg: ModelConfig, cin: int, cout: int, kernel: int, stride: int = 1,
          groups: int = 1, padding: int | None = None, followed_by_norm: bool = True) -> nn.Conv2d:
     pad = kernel // 2 if padding is None else padding
-    return nn.Conv2d(cin, cout, kernel, stride=stride, padding=pad, groups=groups,
-                     bias=has_bias(cfg, followed_by_norm))
+    layer = GroupedConv2d if groups > 1 else nn.Conv2d
+    return layer(cin, cout, kernel, stride=stride, padding=pad, groups=groups,
+                 bias=has_bias(cfg, followed_by_norm))
 
 
 class Pointwise(nn.Conv2d):
