@@ -23,6 +23,7 @@ Each run writes ``<out>/<name>.json``; ``BENCHMARKS.md`` is rebuilt from every J
 from __future__ import annotations
 
 import json
+import math
 import platform
 import statistics
 import sys
@@ -260,13 +261,32 @@ def measure(benches: list[Bench], steps: int, repeats: int, warmup: int,
             b.train_step()
             b.infer_step()
     times = [{"train": [], "infer": []} for _ in benches]
-    for r in range(repeats):
-        # alternate who goes first, so that neither always inherits the other's cache state
-        order = list(zip(benches, times, strict=True))
-        for b, t in order if r % 2 == 0 else order[::-1]:
-            t["train"].append(timed(b.train_step, steps, device))
-            t["infer"].append(timed(b.infer_step, steps, device))
+    for _ in range(repeats):
+        for kind in ("train", "infer"):
+            total = [0.0] * len(benches)
+            for s in range(steps):
+                # step by step, alternating who goes first: paired models see the same moments
+                # of a noisy machine, and neither always inherits the other's cache state
+                order = list(enumerate(benches))
+                for i, b in order if s % 2 == 0 else order[::-1]:
+                    total[i] += timed(b.train_step if kind == "train" else b.infer_step, 1,
+                                      device)
+            for t, seconds in zip(times, total, strict=True):
+                t[kind].append(seconds / steps)
     return times
+
+
+def ratio_interval(ours: list[float], theirs: list[float]) -> tuple[float, float, float]:
+    """Geometric mean of the paired ratios theirs/ours (seconds, so > 1: ours is faster) and
+    its 95% t-interval."""
+    from scipy import stats
+
+    logs = [math.log(b / a) for a, b in zip(ours, theirs, strict=True)]
+    mean = statistics.fmean(logs)
+    if len(logs) < 2:
+        return math.exp(mean), math.nan, math.nan
+    half = stats.t.ppf(0.975, len(logs) - 1) * statistics.stdev(logs) / math.sqrt(len(logs))
+    return math.exp(mean), math.exp(mean - half), math.exp(mean + half)
 
 
 def torchvision_name(cfg) -> str:
@@ -342,13 +362,15 @@ def run(own: dict[str, str], overrides: list[str]) -> dict:
         record = {"step": step, "torchvision": torchvision_name(ours.cfg),
                   "params": count_params(ours)}
         for kind in ("train", "infer"):
-            ratios = [b / a for a, b in zip(t_ours[kind], t_tv[kind], strict=True)]
             record[f"{kind}_ours"] = batch / statistics.median(t_ours[kind])
             record[f"{kind}_torchvision"] = batch / statistics.median(t_tv[kind])
-            record[f"{kind}_ratio"] = statistics.median(ratios)
+            (record[f"{kind}_ratio"], record[f"{kind}_ratio_low"],
+             record[f"{kind}_ratio_high"]) = ratio_interval(t_ours[kind], t_tv[kind])
         versus.append(record)
-        print(f"{step:22s} ours/torchvision: train {record['train_ratio']:.3f}, "
-              f"infer {record['infer_ratio']:.3f}", file=sys.stderr)
+        print(f"{step:22s} ours/torchvision: train {record['train_ratio']:.3f} "
+              f"[{record['train_ratio_low']:.3f}, {record['train_ratio_high']:.3f}], infer "
+              f"{record['infer_ratio']:.3f} [{record['infer_ratio_low']:.3f}, "
+              f"{record['infer_ratio_high']:.3f}]", file=sys.stderr)
         del pair, ours, theirs
 
     data_rows = []
@@ -488,12 +510,20 @@ def bound_notes(r: dict) -> list[str]:
     return lines
 
 
+def _ratio_text(v: dict, kind: str) -> str:
+    low, high = v.get(f"{kind}_ratio_low", math.nan), v.get(f"{kind}_ratio_high", math.nan)
+    interval = "" if math.isnan(low) else f" [{low:.3f}, {high:.3f}]"
+    return f"{v[f'{kind}_ratio']:.3f}{interval}"
+
+
 def render(results: list[dict]) -> str:
     lines = ["# Benchmarks", "",
              "Written by `make bench` (`python -m roadmap.bench`) from the JSON files in "
              "`benchmarks/`; every figure below is one of those runs. Images/s are medians of "
-             "repeated timings after warm-up; ours / torchvision ratios are medians of "
-             "interleaved pairs (> 1: ours is faster).", ""]
+             "repeated timings after warm-up. Ours / torchvision: the two models are timed "
+             "step by step, alternating, for `pairs` rounds; the ratio is the geometric mean of "
+             "the rounds' ratios with its 95% interval (> 1: ours is faster; an interval across "
+             "1 means this machine cannot tell the two apart).", ""]
     for r in results:
         m = r["machine"]
         lines += [f"## {r['name']}", "",
@@ -514,12 +544,12 @@ def render(results: list[dict]) -> str:
              for s in r["steps_table"]])
         lines += ["", "Ours against torchvision (full-size models, same input):", ""]
         lines += md_table(
-            ["step", "torchvision", "train ours", "train tv", "ratio", "infer ours", "infer tv",
-             "ratio"],
+            ["step", "torchvision", "train ours", "train tv", "ratio [95%]", "infer ours",
+             "infer tv", "ratio [95%]"],
             [[v["step"], v["torchvision"], f"{v['train_ours']:.1f}",
-              f"{v['train_torchvision']:.1f}", f"{v['train_ratio']:.3f}",
+              f"{v['train_torchvision']:.1f}", _ratio_text(v, "train"),
               f"{v['infer_ours']:.1f}", f"{v['infer_torchvision']:.1f}",
-              f"{v['infer_ratio']:.3f}"] for v in r["versus_torchvision"]])
+              _ratio_text(v, "infer")] for v in r["versus_torchvision"]])
         if any("breakdown" in st for st in r["steps_table"]):
             lines += ["", *bound_notes(r)]
         if r["data_path"]:

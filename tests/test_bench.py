@@ -8,7 +8,7 @@ from roadmap.bench import main
 def test_bench_tiny(tmp_path, capsys):
     out = tmp_path / "benchmarks"
     code = main(["preset=smoke", "only=resnet50,separate_downsampling", "steps=1", "repeats=1",
-                 "warmup=0", "name=tiny", f"out={out}"])
+                 "warmup=0", "pairs=2", "name=tiny", f"out={out}"])
     assert code == 0
     result = json.loads((out / "tiny.json").read_text())
     assert [s["step"] for s in result["steps_table"]] == ["resnet50", "separate_downsampling"]
@@ -18,6 +18,8 @@ def test_bench_tiny(tmp_path, capsys):
     assert [v["torchvision"] for v in result["versus_torchvision"]] == ["resnet50",
                                                                         "convnext_tiny"]
     assert all(v["train_ratio"] > 0 and v["infer_ratio"] > 0
+               for v in result["versus_torchvision"])
+    assert all(v["train_ratio_low"] <= v["train_ratio"] <= v["train_ratio_high"]
                for v in result["versus_torchvision"])
     assert {(d["preset"], d["step"]) for d in result["data_path"]} == {
         (p, s) for p in ("cpu", "cifar10") for s in ("resnet50", "separate_downsampling")}
