@@ -465,48 +465,61 @@ def _rate(b: dict, key: str) -> float:
     return b[key] / b["seconds"] if b["seconds"] > 0 else 0.0
 
 
+def bound_of(flops_per_s: float, bytes_per_s: float, peak: float, bandwidth: float) -> str:
+    """Which limit a kind of operation is near: memory (>= 40% of the copy bandwidth), compute
+    (>= 50% of the matmul peak), or neither."""
+    fl, bw = flops_per_s / peak, bytes_per_s / bandwidth
+    if bw >= 0.4:
+        return f"memory ({100 * bw:.0f}% of bandwidth)"
+    if fl >= 0.5:
+        return f"compute ({100 * fl:.0f}% of peak)"
+    return f"neither ({100 * fl:.0f}% of peak, {100 * bw:.0f}% of bandwidth)"
+
+
 def bound_notes(r: dict) -> list[str]:
     """Where each step's training time goes, and what bounds its depthwise convolutions."""
-    peak, bandwidth = r["peak_flops_per_s"], r.get("bandwidth_bytes_per_s")
-    rows, dw_rates = [], []
+    peak, bandwidth = r["peak_flops_per_s"], r.get("bandwidth_bytes_per_s") or math.inf
+    rows, bounds, bwd_ratios = [], {}, []
     for st in r["steps_table"]:
         b = st.get("breakdown")
         if not b:
             continue
         dw = {k: b["depthwise"][k] + b["depthwise_backward"][k] for k in ("seconds", "flops",
                                                                            "bytes")}
+        bound = "-"
         if dw["seconds"] > 0:
-            dw_rates.append((st["step"], _rate(dw, "flops"), _rate(dw, "bytes"),
-                             b["depthwise_backward"]["seconds"] / max(b["depthwise"]["seconds"],
-                                                                      1e-12)))
+            bound = bound_of(_rate(dw, "flops"), _rate(dw, "bytes"), peak, bandwidth)
+            bounds.setdefault(bound.split(" ")[0], []).append(st["step"])
+            bwd_ratios.append(b["depthwise_backward"]["seconds"]
+                              / max(b["depthwise"]["seconds"], 1e-12))
         rows.append([st["step"], *(f"{100 * b[k]['share']:.0f}%" for k in KINDS),
                      f"{_rate(b['dense'], 'flops') / 1e9:.1f}",
                      f"{_rate(dw, 'flops') / 1e9:.1f}" if dw["seconds"] else "-",
-                     f"{_rate(dw, 'bytes') / 1e9:.2f}" if dw["seconds"] else "-"])
+                     f"{_rate(dw, 'bytes') / 1e9:.2f}" if dw["seconds"] else "-", bound])
     lines = ["Where a training step's time goes (each ATen call timed alone during one more "
              "step; dense = matmuls and dense convolutions; GB/s counts only the bytes each "
-             "call must read and write, a lower bound on its traffic):", ""]
+             "call must read and write, a lower bound on its traffic; the depthwise bound is "
+             "memory at >= 40% of the copy bandwidth, compute at >= 50% of the matmul peak):",
+             ""]
     lines += md_table(["step", "dense", "depthwise", "depthwise bwd", "norm", "other",
-                       "optimizer", "dense GFLOP/s", "depthwise GFLOP/s", "depthwise GB/s"],
-                      rows)
-    if dw_rates and bandwidth:
-        top_flops = max(x[1] for x in dw_rates)
-        top_bytes = max(x[2] for x in dw_rates)
-        bwd = [x[3] for x in dw_rates]
-        lines += ["", f"What bounds the depthwise steps: their depthwise convolutions reach at "
-                  f"most {top_flops / 1e9:.1f} GFLOP/s ({100 * top_flops / peak:.1f}% of the "
-                  f"matmul peak) and move at least {top_bytes / 1e9:.2f} GB/s "
-                  f"({100 * top_bytes / bandwidth:.1f}% of the {bandwidth / 1e9:.1f} GB/s a "
-                  f"large copy reaches here), and their backward takes "
-                  f"{min(bwd):.1f}-{max(bwd):.1f}x their forward's time. "
-                  + ("So they are bound by neither limit: a depthwise conv does only k x k "
-                     "multiply-adds per value it loads, too few to use the matrix units that "
-                     "set the peak, yet it stays far from the bandwidth too; the time is the "
-                     "convolution kernels' own, most of it in the backward (gradients of the "
-                     "input and of the weights)."
-                     if top_flops < 0.1 * peak and top_bytes < 0.25 * bandwidth else
-                     "Compare these rates with the peak and the bandwidth above to see which "
-                     "limit each step is closer to.")]
+                       "optimizer", "dense GFLOP/s", "depthwise GFLOP/s", "depthwise GB/s",
+                       "depthwise bound"], rows)
+    if bounds:
+        text = ["", "What bounds the depthwise steps:"]
+        if bounds.get("neither"):
+            text.append(f"in {', '.join(bounds['neither'])} the depthwise convolutions are "
+                        "near neither limit. A depthwise conv does only k x k multiply-adds "
+                        "per value it loads, too few to use the matrix units that set the "
+                        "peak, and these kernels do not stream memory at the copy rate either: "
+                        "the time is the convolution kernels' own, most of it in the backward "
+                        f"(which takes {min(bwd_ratios):.1f}-{max(bwd_ratios):.1f}x the "
+                        "forward's time across the steps).")
+        if bounds.get("memory"):
+            text.append(f"In {', '.join(bounds['memory'])} they move data at 40% or more of "
+                        "the copy bandwidth: memory-bound.")
+        if bounds.get("compute"):
+            text.append(f"In {', '.join(bounds['compute'])} they are near the matmul peak.")
+        lines.append(" ".join(text))
     return lines
 
 

@@ -147,9 +147,10 @@ def resolve_precision(precision: str, device: torch.device) -> torch.dtype | Non
 
 
 def resolve_channels_last(value, device: torch.device) -> bool:
-    """``auto``: channels-last on CPU and CUDA. Measured with ``make bench`` on a 2-core CPU
-    (BENCHMARKS.md): ResNet-50 and the BatchNorm depthwise steps run 1.3-3x faster in it, and
-    the LayerNorm steps, which permute to channels-last anyway, the same."""
+    """``auto``: channels-last on CPU and CUDA. On a 2-core CPU (``python -m roadmap.bench
+    channels_last=false`` against ``=true``, README) the ResNet and BatchNorm depthwise steps
+    train 1.6-3x faster in it, and the LayerNorm steps, which permute to channels-last anyway,
+    as fast."""
     if value == "auto":
         return device.type in ("cpu", "cuda")
     if isinstance(value, bool):

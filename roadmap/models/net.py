@@ -77,7 +77,7 @@ def has_bias(cfg: ModelConfig, followed_by_norm: bool) -> bool:
 class _GroupedConv(torch.autograd.Function):
     """A grouped convolution whose bias gradient is the sum of the output gradient, computed
     apart from the input and weight gradients: PyTorch's CPU (oneDNN) depthwise backward is
-    about 25% slower when it also produces the bias gradient (measured at ConvNeXt-T's shapes)."""
+    slower when it also produces the bias gradient."""
 
     @staticmethod
     def forward(ctx, x, weight, bias, stride, padding, dilation, groups):
