@@ -45,6 +45,8 @@ def _layer_norm(channels: int, ndim: int) -> nn.Module:
 
 
 NORM_LAYERS = {"batch": _batch_norm, "layer": _layer_norm}
+
+
 class GELU(nn.GELU):
     """``nn.GELU`` that runs on the contiguous NHWC view of a channels-last tensor: PyTorch's CPU
     GELU is about 2x slower on the permuted (NCHW-shaped) view of the same memory, which is what
