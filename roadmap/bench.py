@@ -136,15 +136,15 @@ class Bench:
                                      fused=can_fuse(self.model) or None)  # as training does
 
     def train_step(self) -> None:
+        self.forward_backward()
+        self.opt.step()
+
+    def forward_backward(self) -> None:
         self.model.train()
         self.opt.zero_grad(set_to_none=True)
         with self.autocast():
             loss = F.cross_entropy(self.run(self.x).float(), self.y)
         loss.backward()
-        self.optimizer_step()
-
-    def optimizer_step(self) -> None:
-        self.opt.step()
 
     @torch.no_grad()
     def infer_step(self) -> None:
@@ -233,24 +233,14 @@ class Breakdown(TorchDispatchMode):
 def breakdown(bench: Bench, device: torch.device, steps: int) -> dict:
     """Where ``steps`` training steps spend their time, by kind of operation."""
     mode = Breakdown(device)
-    step = bench.optimizer_step
-    bench.optimizer_step = lambda: _flagged(mode, step)
-    try:
-        with mode:
-            for _ in range(steps):
-                bench.train_step()
-    finally:
-        bench.optimizer_step = step
+    with mode:
+        for _ in range(steps):
+            mode.in_optimizer = False
+            bench.forward_backward()
+            mode.in_optimizer = True
+            bench.opt.step()
     total = sum(v["seconds"] for v in mode.totals.values())
     return {k: {**v, "share": v["seconds"] / total} for k, v in mode.totals.items()}
-
-
-def _flagged(mode: Breakdown, step: Callable[[], None]) -> None:
-    mode.in_optimizer = True
-    try:
-        step()
-    finally:
-        mode.in_optimizer = False
 
 
 def measure(benches: list[Bench], steps: int, repeats: int, warmup: int,

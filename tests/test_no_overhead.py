@@ -71,7 +71,7 @@ def test_same_operations_as_torchvision(cfg, fmt):
 @pytest.mark.parametrize("cfg", CONFIGS, ids=["resnet50", "convnext_t"])
 def test_spatial_convs_see_torchvision_layouts(cfg, fmt, size):
     """At 32x32 ConvNeXt's last stage is 1x1, where strides are ambiguous: an out-of-place
-    residual add once gave its depthwise convs NCHW strides and made them 100x slower."""
+    residual add once gave its depthwise convs NCHW strides and a far slower kernel."""
 
     def spatial_inputs(rec: Recorder) -> list[tuple]:
         return [(tuple(args[0].shape), args[0].stride(), tuple(args[1].shape))
