@@ -51,19 +51,19 @@ roadmap: $(STAMP) data ## every step of the ladder as one resumable sweep + its 
 	@steps=$$($(PY) -m roadmap.ladder $(LADDER)) || exit 1; \
 	$(PY) -m roadmap.train --multirun step=$$steps seed=$(SEEDS) preset=$(PRESET) ladder=$(LADDER) \
 	  hydra.sweep.dir=$(OUT) $(ARGS); status=$$?; \
-	$(PY) -m roadmap.collect $(OUT) || status=1; \
+	$(PY) -m roadmap.results.collect $(OUT) || status=1; \
 	if [ $$status -ne 0 ]; then echo "make roadmap: some runs failed; see $(OUT)/results.md"; fi; exit $$status
 
 RESULTS ?= $(OUT)/results.csv
 
 collect: $(STAMP) ## the results tables of a sweep (OUT=runs/...)
-	$(PY) -m roadmap.collect $(OUT)
+	$(PY) -m roadmap.results.collect $(OUT)
 
 plots: $(STAMP) ## the figures (PNG) of a results table (RESULTS=.../results.csv), beside it
-	$(PY) -m roadmap.plots $(RESULTS)
+	$(PY) -m roadmap.results.plots $(RESULTS)
 
 notebook: $(STAMP) ## execute analysis/ladder.py on RESULTS, writing an .ipynb beside the table
-	$(PY) -m roadmap.notebooks analysis/ladder.py $(RESULTS) --out $(dir $(RESULTS))ladder.ipynb
+	$(PY) -m roadmap.results.notebooks analysis/ladder.py $(RESULTS) --out $(dir $(RESULTS))ladder.ipynb
 
 bench: $(STAMP) data ## speed of every step vs torchvision and the machine's peak -> BENCHMARKS.md
 	$(PY) -m roadmap.bench preset=cpu name=cpu-32px

@@ -14,7 +14,7 @@
 # %% [markdown]
 # # The accuracy ladder
 #
-# Reads one results table written by `python -m roadmap.collect <sweep dir>` (`make roadmap`
+# Reads one results table written by `python -m roadmap.results.collect <sweep dir>` (`make roadmap`
 # writes one beside every sweep) and draws the ladder like the paper's Figure 2, the kernel-size
 # ablation and accuracy against GFLOPs. Set `RESULTS` to another table to draw that one; the
 # tests run this notebook with papermill-style injection of `RESULTS`.
@@ -29,7 +29,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from roadmap import plots
+from roadmap.results import plots
 
 table = plots.load(RESULTS)
 print(f"{RESULTS}: {len(table)} rows, {int(table['n'].sum())} completed runs")
@@ -41,7 +41,7 @@ print(f"{RESULTS}: {len(table)} rows, {int(table['n'].sum())} completed runs")
 # change against the parent step (the adopted step it builds on) with its 95% interval.
 
 # %%
-columns = ["step", "name", "variant", "n", "top1_mean", "top1_std", "top1_ci95", "delta_top1",
+columns = ["index", "step", "variant", "n", "top1_mean", "top1_std", "top1_ci95", "delta_top1",
            "delta_ci95", "params", "gflops", "paper_top1", "paper_gflops", "status"]
 pd.set_option("display.width", 200)
 table[columns]
@@ -78,4 +78,4 @@ fig = plots.scatter_figure(table)
 
 # %%
 resolved = table[(table["delta_top1"].abs() > table["delta_ci95"]) & table["delta_ci95"].notna()]
-resolved[["name", "variant", "delta_top1", "delta_ci95"]]
+resolved[["step", "variant", "delta_top1", "delta_ci95"]]

@@ -15,22 +15,20 @@ from hydra.core.config_store import ConfigStore
 from omegaconf import DictConfig, OmegaConf
 
 from roadmap.ladder import check_step_on_ladder
-from roadmap.models.config import ModelConfig
+from roadmap.models.config import ModelConfig, scaled_values
+from roadmap.runs import run_subdir
 
 CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
 
 
-def _tag(overrides: str) -> str:
-    """Run-directory suffix for overrides beyond step and seed: '' or ',k=v,...'."""
-    return f",{overrides}" if overrides else ""
-
-
 def register_configs() -> None:
     """Register the model flags' schema (a misspelt ``model.<flag>`` fails at compose) and the
-    resolver that names run directories."""
+    resolver that names run directories (:func:`roadmap.runs.run_subdir`). Called by the entry
+    points and :func:`compose`, never at import."""
     ConfigStore.instance().store(group="model", name="base", node=ModelConfig)
-    if not OmegaConf.has_resolver("roadmap.tag"):
-        OmegaConf.register_new_resolver("roadmap.tag", _tag)
+    if not OmegaConf.has_resolver("roadmap.run_subdir"):
+        OmegaConf.register_new_resolver(
+            "roadmap.run_subdir", lambda step, seed, overrides: run_subdir(step, seed, overrides))
 
 
 def conf_dir() -> Path:
@@ -56,6 +54,10 @@ def check_config(cfg: DictConfig) -> None:
     model_config(cfg)
 
 
-def model_config(cfg: DictConfig) -> ModelConfig:
-    """The plain :class:`ModelConfig` of a composed config (validated)."""
-    return ModelConfig.from_dict(OmegaConf.to_container(cfg.model, resolve=True))
+def model_config(cfg: DictConfig, scaled: bool = False) -> ModelConfig:
+    """The plain :class:`ModelConfig` of a composed config, validated as it is made. With
+    ``scaled``, the network a run trains: the preset's ``scale`` applied to width and depths."""
+    values = OmegaConf.to_container(cfg.model, resolve=True)
+    if scaled:
+        values = scaled_values(values, cfg.scale.width, cfg.scale.depth)
+    return ModelConfig.from_dict(values)

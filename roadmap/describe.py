@@ -5,8 +5,8 @@
                                [any Hydra override, e.g. model.kernel_size=9 model.num_classes=10]
 
 GFLOPs are multiply-accumulates / 1e9 of one image, counted by ``torch.utils.flop_counter`` on the
-built module the way the paper's fvcore counts (see :mod:`roadmap.flops`), at 224x224 and 1000
-classes unless overridden.
+built module the way the paper's fvcore counts (see :mod:`roadmap.models.flops`), at 224x224
+and 1000 classes unless overridden.
 """
 
 from __future__ import annotations
@@ -17,15 +17,16 @@ from collections.abc import Sequence
 
 import pandas as pd
 
+from roadmap.cli import one_line, parse_key_values, positive_int
 from roadmap.conf import compose, model_config
-from roadmap.flops import count_gflops, count_params
 from roadmap.ladder import GFLOPS_NOTES, ladder_steps
-from roadmap.models import build_model
+from roadmap.models import build_model, count_gflops, count_params
 
 FORMATS = ("table", "markdown", "json")
 # the paper's setting, whatever data set the config trains on; overrides of these keys win
 PAPER_SETTINGS = ("model.num_classes=1000", "model.in_chans=3")
-OWN_KEYS = ("format", "steps", "image_size", "convention", "ladder")
+OWN_KEYS = {"format": "table", "steps": "", "image_size": "224", "convention": "fvcore",
+            "ladder": "resnet50"}
 
 
 def describe(ladder: str = "resnet50", overrides: Sequence[str] = (), image_size: int = 224,
@@ -49,8 +50,8 @@ def describe(ladder: str = "resnet50", overrides: Sequence[str] = (), image_size
         gflops = count_gflops(model, image_size, mcfg.in_chans, convention)
         diff = None if step.paper_gflops is None else gflops - step.paper_gflops
         records.append({
-            "step": step.index,
-            "name": step.name,
+            "index": step.index,
+            "step": step.name,
             "adopted": step.adopted,
             "params": count_params(model),
             "gflops": round(gflops, 4),
@@ -67,7 +68,7 @@ def render(records: list[dict], fmt: str) -> str:
     if fmt == "json":
         return json.dumps(records, indent=2)
     df = pd.DataFrame(records)
-    notes = [(r["name"], r["note"]) for r in records if r["note"]]
+    notes = [(r["step"], r["note"]) for r in records if r["note"]]
     df = df.drop(columns=["note", "change"])
     df["adopted"] = df["adopted"].map({True: "yes", False: "side branch"})
     df["params"] = df["params"].map("{:,}".format)
@@ -84,22 +85,11 @@ def render(records: list[dict], fmt: str) -> str:
 
 
 def parse_args(argv: Sequence[str]) -> tuple[dict[str, str], list[str]]:
-    own, overrides = {}, []
-    for arg in argv:
-        key, sep, value = arg.partition("=")
-        if not sep:
-            raise ValueError(f"argument {arg!r} is not key=value; e.g. ladder=resnet200 "
-                             "format=json model.kernel_size=9")
-        if key in OWN_KEYS:
-            own[key] = value
-        else:
-            overrides.append(arg)
-    fmt = own.get("format", "table")
-    if fmt not in FORMATS:
-        raise ValueError(f"format={fmt} is invalid; valid values: {', '.join(FORMATS)}")
-    image_size = own.get("image_size", "224")
-    if not image_size.isdigit() or int(image_size) < 1:
-        raise ValueError(f"image_size={image_size} is invalid: must be a positive integer")
+    own, overrides = parse_key_values(argv, OWN_KEYS,
+                                      "ladder=resnet200 format=json model.kernel_size=9")
+    if own["format"] not in FORMATS:
+        raise ValueError(f"format={own['format']} is invalid; valid values: {', '.join(FORMATS)}")
+    positive_int(own, "image_size")
     return own, overrides
 
 
@@ -111,28 +101,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         own, overrides = parse_args(argv)
         records = describe(
-            ladder=own.get("ladder", "resnet50"), overrides=overrides,
-            image_size=int(own.get("image_size", "224")),
-            steps=own["steps"].split(",") if own.get("steps") else None,
-            convention=own.get("convention", "fvcore"),
+            ladder=own["ladder"], overrides=overrides, image_size=int(own["image_size"]),
+            steps=own["steps"].split(",") if own["steps"] else None,
+            convention=own["convention"],
         )
     except Exception as exc:  # one clear line, not a traceback
         print(f"error: {one_line(exc)}", file=sys.stderr)
         return 2
-    print(render(records, own.get("format", "table")))
+    print(render(records, own["format"]))
     return 0
-
-
-def one_line(exc: BaseException) -> str:
-    """An exception (Hydra's are multi-line, with the reason in the cause) as one line."""
-    lines = [ln.strip() for ln in str(exc).splitlines()]
-    if "Config search path:" in lines:
-        lines = lines[:lines.index("Config search path:")]
-    text = " ".join(ln for ln in lines if ln)
-    cause = exc.__cause__
-    if cause is not None and str(cause).strip():
-        text += f" ({str(cause).splitlines()[0].strip()})"
-    return text
 
 
 if __name__ == "__main__":

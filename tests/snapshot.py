@@ -13,7 +13,7 @@ PATH = Path(__file__).parent / "snapshots" / "complexity.json"
 
 
 def measure(ladder: str) -> dict[str, dict]:
-    return {r["name"]: {"params": r["params"], "gflops": r["gflops"]} for r in describe(ladder)}
+    return {r["step"]: {"params": r["params"], "gflops": r["gflops"]} for r in describe(ladder)}
 
 
 def main() -> None:

@@ -19,10 +19,10 @@ def test_json(capsys):
     code, out, _ = run(capsys, "format=json", "steps=resnet50,separate_downsampling")
     assert code == 0
     records = json.loads(out)
-    assert [r["name"] for r in records] == ["resnet50", "separate_downsampling"]
-    assert {"step", "name", "params", "gflops", "paper_gflops", "adopted"} <= set(records[0])
+    assert [r["step"] for r in records] == ["resnet50", "separate_downsampling"]
+    assert {"index", "step", "params", "gflops", "paper_gflops", "adopted"} <= set(records[0])
     assert records[0]["params"] == 25_557_032 and records[1]["params"] == 28_589_128
-    assert records[0]["step"] == "0" and records[1]["paper_gflops"] == 4.49
+    assert records[0]["index"] == "0" and records[1]["paper_gflops"] == 4.49
 
 
 def test_markdown_and_table(capsys):
@@ -48,7 +48,7 @@ def test_resnet200_ladder(capsys):
     code, out, _ = run(capsys, "ladder=resnet200", "format=json", "steps=resnet200")
     assert code == 0
     record = json.loads(out)[0]
-    assert record["name"] == "resnet200" and record["paper_top1"] == 78.2
+    assert record["step"] == "resnet200" and record["paper_top1"] == 78.2
     assert 64_000_000 < record["params"] < 65_000_000
 
 
@@ -70,4 +70,4 @@ def test_bad_input_is_one_clear_line(capsys, args, message):
 def test_module_entry_point():
     result = subprocess.run([sys.executable, "-m", "roadmap.describe", "steps=recipe",
                              "format=json"], capture_output=True, text=True, check=True)
-    assert json.loads(result.stdout)[0]["name"] == "recipe"
+    assert json.loads(result.stdout)[0]["step"] == "recipe"

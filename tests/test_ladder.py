@@ -20,7 +20,7 @@ SNAPSHOT = Path(__file__).parent / "snapshots" / "complexity.json"
 @pytest.fixture(scope="module")
 def measured():
     """describe() of both ladders, once: params and GFLOPs of every step."""
-    return {ladder: {r["name"]: r for r in describe(ladder)} for ladder in LADDERS}
+    return {ladder: {r["step"]: r for r in describe(ladder)} for ladder in LADDERS}
 
 
 def test_every_step_file_is_on_a_ladder_and_back():

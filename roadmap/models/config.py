@@ -193,12 +193,19 @@ def convnext_config(depths: tuple[int, ...] = (3, 3, 9, 3), width: int = 96,
     return ModelConfig(**values)
 
 
-def scale_config(cfg: ModelConfig, width: float = 1.0, depth: float = 1.0) -> ModelConfig:
-    """The same architecture with the base width and every stage's depth multiplied (rounded,
+def scaled_values(values: Mapping[str, Any], width: float = 1.0,
+                  depth: float = 1.0) -> dict[str, Any]:
+    """Model flags (a mapping) with the base width and every stage's depth multiplied (rounded,
     at least 1): how a preset shrinks every step of a ladder alike."""
     if width <= 0 or depth <= 0:
         raise ConfigError(f"scale.width={width} / scale.depth={depth} are invalid: must be > 0")
-    return dataclasses.replace(
-        cfg, width=max(1, round(cfg.width * width)),
-        depths=tuple(max(1, round(d * depth)) for d in cfg.depths),
-    )
+    defaults = ModelConfig.__dataclass_fields__
+    base_width = values.get("width", defaults["width"].default)
+    depths = values.get("depths", defaults["depths"].default)
+    return {**values, "width": max(1, round(base_width * width)),
+            "depths": tuple(max(1, round(d * depth)) for d in depths)}
+
+
+def scale_config(cfg: ModelConfig, width: float = 1.0, depth: float = 1.0) -> ModelConfig:
+    """The same architecture, scaled as :func:`scaled_values` says."""
+    return ModelConfig(**scaled_values(dataclasses.asdict(cfg), width, depth))

@@ -181,38 +181,28 @@ class Block(nn.Module):
 
     _LAYERS = ("conv1", "norm1", "act1", "conv2", "norm2", "act2", "conv3", "norm3")
 
-    def __setattr__(self, name: str, value) -> None:
-        super().__setattr__(name, value)
-        if isinstance(value, nn.Module):  # a replaced layer: rebuild the path on the next call
-            self.__dict__.pop("_path", None)
-
-    def _layers(self) -> tuple:
-        """The layers that do something, in order. ``nn.Identity`` placeholders are skipped: a
-        module call costs microseconds, which a block of small tensors (32x32 images, the last
-        stages) notices against torchvision's blocks, which have no placeholders."""
-        path = self.__dict__.get("_path")
-        if path is None:
-            main = tuple(m for m in (getattr(self, n) for n in self._LAYERS)
-                         if not isinstance(m, nn.Identity))
-            path = tuple(None if isinstance(m, nn.Identity) else m
-                         for m in (self.drop_path, self.shortcut, self.post_act))
-            path = self.__dict__["_path"] = (main, *path)
-        return path
-
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        main, drop_path, shortcut, post_act = self._layers()
+        # ``nn.Identity`` placeholders are skipped: a module call costs microseconds, which a
+        # block of small tensors (32x32 images, the last stages) notices against torchvision's
+        # blocks, which have none. The layers are looked up on every call, so a layer swapped
+        # in later (``setattr`` or ``_modules[name] = ...``, as quantization does) is used.
+        layers = self._modules
         out = x
-        for layer in main:
-            out = layer(out)
+        for name in self._LAYERS:
+            layer = layers[name]
+            if type(layer) is not nn.Identity:
+                out = layer(out)
         if self.layer_scale is not None:
             out = out * self.layer_scale
-        if drop_path is not None:
+        drop_path, shortcut, post_act = layers["drop_path"], layers["shortcut"], layers["post_act"]
+        if type(drop_path) is not nn.Identity:
             out = drop_path(out)
+        shortcut = x if type(shortcut) is nn.Identity else shortcut(x)
         # in place, as torchvision's blocks do: ``out`` keeps its memory layout. An out-of-place
         # add picks NCHW strides when H = W = 1 (ConvNeXt's last stage on 32x32 images), and the
         # next depthwise conv then takes oneDNN's far slower NCHW path.
-        out += x if shortcut is None else shortcut(x)
-        return out if post_act is None else post_act(out)
+        out += shortcut
+        return out if type(post_act) is nn.Identity else post_act(out)
 
 
 class Stage(nn.Module):
@@ -275,8 +265,7 @@ class RoadmapNet(nn.Module):
 
     def __init__(self, cfg: ModelConfig | None = None) -> None:
         super().__init__()
-        cfg = ModelConfig() if cfg is None else cfg
-        cfg.validate()
+        cfg = ModelConfig() if cfg is None else cfg  # validated when it was made
         self.cfg = cfg
         self.stem = Stem(cfg)
         rates = drop_path_rates(cfg.depths, cfg.drop_path_rate)

@@ -1,5 +1,7 @@
 """The builder: exact equality with torchvision at both ends, the flags' effects, bad flags."""
 
+import copy
+
 import pytest
 import torch
 import torchvision
@@ -204,3 +206,41 @@ def test_grouped_conv_resnext():
     net = RoadmapNet(resnet_config(depths=(1, 1, 1, 1), groups=32, width=128))
     assert net.stages[0].blocks[0].conv2.groups == 32
     assert net(torch.randn(1, 3, 64, 64)).shape == (1, 1000)
+
+
+@pytest.mark.parametrize("how", ["setattr", "_modules"])
+def test_a_swapped_layer_is_the_one_that_runs(how):
+    """Layers replaced after construction, by attribute or through ``_modules`` (as
+    ``torch.ao.quantization.convert`` does), run in the next forward; a placeholder replaced by
+    a real layer runs too."""
+    torch.manual_seed(0)
+    net = RoadmapNet(convnext_config(depths=(1, 1), width=8, num_classes=3,
+                                     layer_scale_init=0.0)).eval()
+    block = net.stages[1].blocks[0]
+    x = torch.randn(2, 3, 32, 32)
+    before = net(x)
+
+    zero = copy.deepcopy(block.conv3)
+    nn.init.zeros_(zero.weight)
+    nn.init.zeros_(zero.bias)
+
+    class Double(nn.Module):
+        def forward(self, t):
+            return 2 * t
+
+    assert isinstance(block.act1, nn.Identity)
+    for name, layer in (("conv3", zero), ("act1", Double())):
+        if how == "setattr":
+            setattr(block, name, layer)
+        else:
+            block._modules[name] = layer
+    seen = []
+    block.act1.register_forward_hook(lambda m, i, o: seen.append(o.shape))
+    with torch.no_grad():
+        after = net(x)
+    assert seen, "the placeholder's replacement did not run"
+    # conv3 -> zeros: the block adds nothing to its input, unlike before the swap
+    with torch.no_grad():
+        features = net.stages[1].downsample(net.stages[0](net.stem(x)))
+        assert torch.equal(block(features), features)
+    assert not torch.allclose(before, after)

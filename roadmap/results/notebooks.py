@@ -1,6 +1,7 @@
 """Execute an analysis notebook (a jupytext percent script) on a results table.
 
-    python -m roadmap.notebooks analysis/ladder.py results/resnet50-cpu/results.csv [--out nb.ipynb]
+    python -m roadmap.results.notebooks analysis/ladder.py results/resnet50-cpu/results.csv \
+        [--out nb.ipynb]
 
 The ``parameters`` cell's ``RESULTS`` is replaced (as papermill does) and every cell runs in a
 fresh kernel; an error in any cell fails the run.

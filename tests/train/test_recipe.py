@@ -6,10 +6,15 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from roadmap.augment import BatchAugment, NoisyRandAugment, random_pad_crop, random_resized_crop
 from roadmap.conf import compose
 from roadmap.models import build_model, convnext_config, resnet_config
-from roadmap.optim import Schedule, build_optimizer, param_groups
+from roadmap.train.augment import (
+    BatchAugment,
+    NoisyRandAugment,
+    random_pad_crop,
+    random_resized_crop,
+)
+from roadmap.train.optim import Schedule, build_optimizer, param_groups
 
 
 def recipe(name="convnext", **changes):
@@ -123,14 +128,36 @@ def test_step_schedule_decays_at_the_scaled_milestones():
         [1, 1, 0.1, 0.1, 0.01, 0.01])
 
 
-def test_label_smoothing_reaches_the_loss():
-    cfg = compose(["step=recipe", "preset=smoke"])
+def smoothed_ce(logits: torch.Tensor, targets: torch.Tensor, eps: float) -> torch.Tensor:
+    """Label-smoothed cross-entropy written out: (1 - eps) x CE + eps x mean over classes of
+    -log p; targets are class indices or class probabilities."""
+    logp = logits.log_softmax(1)
+    if targets.dim() == 1:
+        targets = torch.nn.functional.one_hot(targets, logits.shape[1]).float()
+    return ((1 - eps) * -(targets * logp).sum(1) - eps * logp.mean(1)).mean()
+
+
+@pytest.mark.parametrize("targets", ["hard", "mixed"])
+def test_the_training_step_computes_the_smoothed_loss(tmp_path, targets):
+    """The loss the training loop computes (through the run's own Stepper) is label-smoothed
+    cross-entropy with the recipe's 0.1, for class indices and for Mixup's mixed targets."""
+    from roadmap.runtime import Dist
+    from roadmap.train.setup import prepare
+
+    cfg = compose(["step=recipe", "preset=smoke", "logger=none"])
     assert cfg.recipe.label_smoothing == 0.1
-    # the loss the training loop computes: smoothing raises it for a confident right answer
-    logits, target = torch.tensor([[10.0, 0.0, 0.0]]), torch.tensor([0])
-    smoothed = torch.nn.functional.cross_entropy(logits, target,
-                                                 label_smoothing=cfg.recipe.label_smoothing)
-    assert smoothed > torch.nn.functional.cross_entropy(logits, target) + 0.1
+    run = prepare(cfg, Dist())
+    x = torch.randn(4, 3, 32, 32)
+    y = torch.tensor([0, 3, 5, 9])
+    if targets == "mixed":
+        y = 0.7 * torch.nn.functional.one_hot(y, 10).float() + 0.3 * torch.full((4, 10), 0.1)
+    run.model.eval()  # no stochastic depth: the same logits twice
+    with torch.no_grad():
+        torch.nn.init.normal_(run.model.head.fc.bias, std=5.0)  # far from uniform predictions
+        logits = run.model(x)
+    loss = run.stepper.forward_backward(x, y)
+    assert loss.item() == pytest.approx(smoothed_ce(logits, y, 0.1).item(), rel=1e-5)
+    assert abs(loss.item() - smoothed_ce(logits, y, 0.0).item()) > 0.01  # smoothing is on
     assert compose(["step=resnet50", "preset=smoke"]).recipe.label_smoothing == 0.0
 
 

@@ -1,6 +1,6 @@
-"""Figures of a results table (``results.csv`` from :mod:`roadmap.collect`).
+"""Figures of a results table (``results.csv`` from :mod:`roadmap.results.collect`).
 
-    python -m roadmap.plots results/resnet50-cpu/results.csv [--out DIR]   # or: make plots
+    python -m roadmap.results.plots results/resnet50-cpu/results.csv [--out DIR]  # or: make plots
 
 Writes ``ladder.png`` (the accuracy ladder drawn like the paper's Figure 2, beside the paper's
 ImageNet values), ``kernels.png`` (the kernel-size ablation) and ``accuracy_vs_gflops.png``.
@@ -19,11 +19,11 @@ import matplotlib.pyplot as plt
 import pandas as pd
 
 ADOPTED, SIDE, PAPER = "#3b6ea8", "#b0b0b0", "#c9733a"
-KERNEL_STEPS = {"move_up_dwconv": 3, "kernel_5": 5, "kernel_7": 7, "kernel_9": 9, "kernel_11": 11}
+KERNEL = "model.kernel_size"
 
 
 def load(path: str | Path) -> pd.DataFrame:
-    table = pd.read_csv(path, dtype={"step": str, "variant": str})
+    table = pd.read_csv(path, dtype={"index": str, "step": str, "variant": str})
     table["variant"] = table["variant"].fillna("")
     return table
 
@@ -46,7 +46,7 @@ def ladder_figure(table: pd.DataFrame, title: str = "") -> plt.Figure:
     """One bar per step (top to bottom, as in Figure 2), seeds' std as error bars, GFLOPs
     annotated, side branches grey; the paper's ImageNet top-1 in a second panel."""
     rows = ladder_rows(table)
-    labels = [f"{s}  {n}" for s, n in zip(rows["step"], rows["name"], strict=True)]
+    labels = [f"{i}  {s}" for i, s in zip(rows["index"], rows["step"], strict=True)]
     colors = [ADOPTED if a in (True, "True") else SIDE for a in rows["adopted"]]
     y = range(len(rows))
     fig, (ax, axp) = plt.subplots(1, 2, figsize=(12, 0.42 * len(rows) + 1.6), sharey=True,
@@ -84,21 +84,43 @@ def ladder_figure(table: pd.DataFrame, title: str = "") -> plt.Figure:
     return fig
 
 
+def _flags(row) -> tuple:
+    return tuple(str(row[c]) for c in row.index if c.startswith("model.") and c != KERNEL)
+
+
+def kernel_steps(rows: pd.DataFrame) -> pd.DataFrame:
+    """The ladder's steps that change only the kernel size against their parent, and those
+    parents, read from the model-flag columns; ``k`` is the kernel size."""
+    if KERNEL not in rows:
+        return rows.iloc[:0].assign(k=[])
+    by_step = {r["step"]: r for _, r in rows.iterrows()}
+    chosen = set()
+    for _, r in rows.iterrows():
+        p = by_step.get(r["parent"])
+        if p is not None and p[KERNEL] != r[KERNEL] and _flags(p) == _flags(r):
+            chosen |= {r["step"], p["step"]}
+    pts = rows[rows["step"].isin(chosen)]
+    return pts.assign(k=pts[KERNEL].astype(float)).sort_values("k")
+
+
+def kernel_sweeps(table: pd.DataFrame) -> dict[str, pd.DataFrame]:
+    """Per step, its variants (overrides) that differ in kernel size, by kernel size."""
+    if KERNEL not in table:
+        return {}
+    variants = table[table["variant"] != ""]
+    return {step: group.assign(k=group[KERNEL].astype(float)).sort_values("k")
+            for step, group in variants.groupby("step") if group[KERNEL].nunique() > 1}
+
+
 def kernel_figure(table: pd.DataFrame) -> plt.Figure:
-    """Accuracy against the depthwise kernel size: the ladder's kernel steps (3 = the
-    moved-up step), any ``model.kernel_size`` sweep, and the paper's values."""
+    """Accuracy against the depthwise kernel size: the ladder's kernel steps, any
+    ``model.kernel_size`` sweep, and the paper's values."""
     fig, ax = plt.subplots(figsize=(6, 4))
-    rows = ladder_rows(table)
-    pts = rows[rows["name"].isin(KERNEL_STEPS)].copy()
-    pts["k"] = pts["name"].map(KERNEL_STEPS)
-    pts = pts.sort_values("k")
+    pts = kernel_steps(ladder_rows(table))
     if len(pts):
         ax.errorbar(pts["k"], pts["top1_mean"], yerr=pts["top1_std"], marker="o", capsize=3,
                     color=ADOPTED, label="ladder steps")
-    sweeps = table[table["variant"].str.contains("model.kernel_size=", regex=False)]
-    for step, group in sweeps.groupby("name"):
-        k = group["variant"].str.extract(r"model\.kernel_size=(\d+)")[0].astype(float)
-        group = group.assign(k=k).sort_values("k")
+    for step, group in kernel_sweeps(table).items():
         ax.errorbar(group["k"], group["top1_mean"], yerr=group["top1_std"], marker="s",
                     capsize=3, label=f"{step}, model.kernel_size sweep")
     ax.set_xlabel("depthwise kernel size")
@@ -124,7 +146,7 @@ def scatter_figure(table: pd.DataFrame) -> plt.Figure:
         (axp, rows["paper_gflops"], rows["paper_top1"], None, "Paper (ImageNet, 224px)", PAPER),
     ):
         axis.errorbar(x, yv, yerr=err, fmt="o", color=color, capsize=3)
-        for xi, yi, name in zip(x, yv, rows["name"], strict=True):
+        for xi, yi, name in zip(x, yv, rows["step"], strict=True):
             if not (pd.isna(xi) or pd.isna(yi)):
                 axis.annotate(name, (xi, yi), fontsize=7, xytext=(3, 3),
                               textcoords="offset points")
@@ -155,12 +177,12 @@ def render(results: str | Path, out: str | Path | None = None) -> list[Path]:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description="figures of a results table")
-    parser.add_argument("results", help="results.csv written by roadmap.collect")
+    parser.add_argument("results", help="results.csv written by roadmap.results.collect")
     parser.add_argument("--out", help="folder for the PNGs (default: beside the table)")
     args = parser.parse_args(argv)
     matplotlib.use("Agg")  # files only; a notebook keeps its inline backend
     if not Path(args.results).is_file():
-        print(f"error: {args.results} not found; make one with `python -m roadmap.collect "
+        print(f"error: {args.results} not found; make one with `python -m roadmap.results.collect "
               "<sweep dir>` (make roadmap does)", file=sys.stderr)
         return 2
     for path in render(args.results, args.out):

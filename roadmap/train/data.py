@@ -1,8 +1,10 @@
 """Data sets: small ones as uint8 tensors in memory, image folders read image by image.
 
-``load_dataset(cfg.data)`` returns a :class:`MemoryDataset` (Fashion-MNIST, CIFAR, synthetic) or
-a :class:`FolderDataset` (any ImageNet-style folder). A missing data set raises
-:class:`DataError` with one line naming the paths tried and the fix, before training starts.
+``load_dataset(cfg.data)`` returns a :class:`MemoryDataset` (Fashion-MNIST, CIFAR, synthetic)
+or a :class:`FolderDataset` (any ImageNet-style folder). Only reading lives here: augmentation
+is :mod:`roadmap.train.augment`'s, applied by :mod:`roadmap.train.loaders`. A missing data set
+raises :class:`DataError` with one line naming the paths tried and the fix, before training
+starts.
 """
 
 from __future__ import annotations
@@ -44,21 +46,21 @@ class MemoryDataset:
 
 @dataclass
 class FolderDataset:
-    """An ImageNet-style folder: torchvision ``ImageFolder`` for train and val."""
+    """An ImageNet-style folder: torchvision ``ImageFolder`` for train and val, decoding images
+    to PIL (the loaders add the transforms)."""
 
     train: Any
     test: Any
     num_classes: int
 
 
-def load_dataset(data: Any, recipe: Any = None) -> MemoryDataset | FolderDataset:
-    """The data set named by ``data.name`` (a config node); image folders need the ``recipe``."""
+def load_dataset(data: Any) -> MemoryDataset | FolderDataset:
+    """The data set named by ``data.name`` (a config node)."""
     loaders = {"fashion_mnist": load_fashion_mnist, "cifar10": load_cifar, "cifar100": load_cifar,
                "imagefolder": load_imagefolder, "synthetic": make_synthetic}
     if data.name not in loaders:
         raise DataError(f"data={data.name} is unknown; valid values: {', '.join(DATASETS)}")
-    dataset = loaders[data.name](data, recipe) if data.name == "imagefolder" else \
-        loaders[data.name](data)
+    dataset = loaders[data.name](data)
     if dataset.num_classes != data.num_classes:
         raise DataError(f"data.num_classes={data.num_classes} but the data set has "
                         f"{dataset.num_classes} classes; set data.num_classes="
@@ -181,10 +183,8 @@ def load_cifar(data: Any) -> MemoryDataset:
 
 # -- image folders ------------------------------------------------------------------------------
 
-def load_imagefolder(data: Any, recipe: Any) -> FolderDataset:
+def load_imagefolder(data: Any) -> FolderDataset:
     from torchvision.datasets import ImageFolder
-
-    from roadmap.augment import folder_eval_transform, folder_train_transform
 
     root = Path(str(data.root)).expanduser()
     train_dir, val_dir = root / data.train_dir, root / data.val_dir
@@ -192,8 +192,7 @@ def load_imagefolder(data: Any, recipe: Any) -> FolderDataset:
         if not d.is_dir():
             raise DataError(f"image folder {d} not found; fix: set data.root to a folder with "
                             f"{data.train_dir}/<class>/*.jpg and {data.val_dir}/<class>/*.jpg")
-    train = ImageFolder(str(train_dir), transform=folder_train_transform(data, recipe))
-    test = ImageFolder(str(val_dir), transform=folder_eval_transform(data))
+    train, test = ImageFolder(str(train_dir)), ImageFolder(str(val_dir))
     if train.classes != test.classes:
         raise DataError(f"{train_dir} and {val_dir} have different classes")
     return FolderDataset(train, test, num_classes=len(train.classes))

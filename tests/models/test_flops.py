@@ -4,8 +4,8 @@ import pytest
 import torch
 from torch import nn
 
-from roadmap.flops import count_gflops, count_params
 from roadmap.models import LayerNorm2d
+from roadmap.models.flops import count_gflops, count_params
 
 
 def test_conv_and_linear_macs():

@@ -7,16 +7,16 @@ import torch
 from omegaconf import OmegaConf
 from PIL import Image
 
-import roadmap.data
+import roadmap.train.data
 from roadmap.conf import compose
-from roadmap.data import DEBIAN_FASHION_MNIST, DataError, load_dataset
-from roadmap.loaders import (
+from roadmap.train import train
+from roadmap.train.data import DEBIAN_FASHION_MNIST, DataError, load_dataset
+from roadmap.train.loaders import (
     FolderTrainLoader,
     MemoryEvalLoader,
     MemoryTrainLoader,
     folder_eval_loader,
 )
-from roadmap.train import train
 
 
 def data_cfg(name, **changes):
@@ -38,7 +38,7 @@ def test_fashion_mnist_from_debian(tmp_path):
 
 
 def test_fashion_mnist_missing_names_every_path_and_the_fix(tmp_path, monkeypatch):
-    monkeypatch.setattr(roadmap.data, "DEBIAN_FASHION_MNIST", tmp_path / "no-debian")
+    monkeypatch.setattr(roadmap.train.data, "DEBIAN_FASHION_MNIST", tmp_path / "no-debian")
     data, _ = data_cfg("fashion_mnist", root=str(tmp_path), download=False)
     with pytest.raises(DataError) as info:
         load_dataset(data)
@@ -108,12 +108,12 @@ def make_folder(root, classes=3, per_class=6):
 def test_imagefolder_loaders(tmp_path):
     make_folder(tmp_path)
     data, recipe = data_cfg("imagefolder", root=str(tmp_path), num_classes=3, image_size=32)
-    ds = load_dataset(data, recipe)
+    ds = load_dataset(data)
     assert ds.num_classes == 3 and len(ds.train) == 18
-    loader = FolderTrainLoader(ds, 4, recipe, 3, torch.device("cpu"), workers=0)
+    loader = FolderTrainLoader(ds, 4, data, recipe, 3, torch.device("cpu"), workers=0)
     x, y = next(iter(loader.epoch(0)))
     assert x.shape == (4, 3, 32, 32) and y.shape == (4, 3)  # mixed targets
-    xs, ys = next(iter(folder_eval_loader(ds, 100, 0, rank=0, world=1)))
+    xs, ys = next(iter(folder_eval_loader(ds, 100, data, 0, rank=0, world=1)))
     assert xs.shape == (18, 3, 32, 32) and ys.tolist() == sorted(ys.tolist())
 
 

@@ -11,12 +11,13 @@ from pathlib import Path
 
 import pytest
 
-from roadmap.collect import collect, t_interval, welch_interval
 from roadmap.ladder import step_names
-from roadmap.notebooks import execute
-from roadmap.plots import render
+from roadmap.results.collect import collect
+from roadmap.results.notebooks import execute
+from roadmap.results.plots import render
+from roadmap.results.stats import t_interval, welch_interval
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 SMOKE = ["preset=smoke", "logger=none", "epochs=1"]
 
 
@@ -36,13 +37,13 @@ def test_make_roadmap_smoke_sweep_table_plots_and_notebook(tmp_path):
     assert sorted(p.parent.parent.name for p in out.glob("*/seed0/metrics.json")) == sorted(
         f"{n},epochs=1" for n in names)
     table = collect(out)
-    assert list(table["name"]) == names  # every step, in ladder order, kernel branches included
+    assert list(table["step"]) == names  # every step, in ladder order, kernel branches included
     assert (table["status"] == "ok").all() and (table["n"] == 1).all()
     assert table["top1_mean"].between(0, 100).all() and (table["params"] > 0).all()
     assert (table["gflops"] > 0).all() and (table["train_images_per_s"] > 0).all()
     assert table.loc[0, "paper_top1"] == 76.13 and math.isnan(table.loc[0, "delta_top1"])
-    gelu = table[table["name"] == "gelu"].iloc[0]
-    kernel_7 = table[table["name"] == "kernel_7"].iloc[0]
+    gelu = table[table["step"] == "gelu"].iloc[0]
+    kernel_7 = table[table["step"] == "kernel_7"].iloc[0]
     assert gelu["delta_top1"] == pytest.approx(gelu["top1_mean"] - kernel_7["top1_mean"])
     assert (out / "results.md").read_text().count("| ok") == len(names)
     pngs = render(out / "results.csv", tmp_path / "png")
@@ -73,7 +74,7 @@ def test_a_killed_sweep_resumes_without_retraining(tmp_path):
     assert result.stderr.count("already completed") == len(finished)
     assert all(p.stat().st_mtime_ns == t for p, t in finished.items())
     table = collect(out)
-    assert list(table["name"]) == ["resnet50", "recipe", "stage_ratio", "patchify_stem"]
+    assert list(table["step"]) == ["resnet50", "recipe", "stage_ratio", "patchify_stem"]
     assert (table["status"] == "ok").all()
 
 
@@ -86,18 +87,18 @@ def test_failures_are_rows_and_the_sweep_ends_nonzero(tmp_path):
     # a corrupt run directory and a run that never started
     (out / "resnet200,epochs=1" / "seed1" / "metrics.json").write_text("{not json")
     table = collect(out)
-    rows = {r["name"]: r for r in table.to_dict("records")}
+    rows = {r["step"]: r for r in table.to_dict("records")}
     assert rows["resnet200"]["n"] == 1 and rows["resnet200"]["n_expected"] == 2
     assert "seed 1 corrupt" in rows["resnet200"]["status"]
     assert rows["resnet50"]["n"] == 0 and "seed 0 failed" in rows["resnet50"]["status"]
     assert "not on ladder=resnet200" in rows["resnet50"]["status"]
-    assert list(table["name"]) == ["resnet200", "resnet50"]  # ladder order; strangers last
+    assert list(table["step"]) == ["resnet200", "resnet50"]  # ladder order; strangers last
     md = (out / "results.md").read_text()
     assert "## Runs that did not complete" in md and "corrupt" in md
     import shutil
 
     shutil.rmtree(out / "resnet200,epochs=1" / "seed0")
-    rows = {r["name"]: r for r in collect(out).to_dict("records")}
+    rows = {r["step"]: r for r in collect(out).to_dict("records")}
     assert "seed 0 missing" in rows["resnet200"]["status"]
 
 

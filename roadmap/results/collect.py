@@ -1,4 +1,4 @@
-"""Results tables from a sweep's run directories: ``python -m roadmap.collect <sweep dir>``.
+"""Results tables from a sweep's run directories: ``python -m roadmap.results.collect <sweep>``.
 
 Writes ``results.csv`` (one row per step and variant, in ladder order), ``results.md`` (the same,
 readable, with failed, missing and unreadable runs listed) and ``runs.csv`` (one row per run)
@@ -18,31 +18,13 @@ from pathlib import Path
 
 import pandas as pd
 from omegaconf import OmegaConf
-from scipy import stats
 
 from roadmap.ladder import LADDERS, ladder_steps
+from roadmap.results.stats import t_interval, welch_interval
+from roadmap.runs import variant
 
-# Hydra's own override keys never name a variant
-ALWAYS_EXCLUDED = ("hydra.", "hydra/")
-
-
-def t_interval(std: float, n: int) -> float:
-    """Half-width of the 95% confidence interval of a mean of ``n`` values."""
-    if n < 2 or not math.isfinite(std):
-        return math.nan
-    return stats.t.ppf(0.975, n - 1) * std / math.sqrt(n)
-
-
-def welch_interval(m1, s1, n1, m0, s0, n0) -> float:
-    """Half-width of the 95% interval of the difference of two means (Welch)."""
-    if n1 < 2 or n0 < 2:
-        return math.nan
-    v1, v0 = s1 ** 2 / n1, s0 ** 2 / n0
-    se = math.sqrt(v1 + v0)
-    if se == 0:
-        return 0.0
-    df = (v1 + v0) ** 2 / (v1 ** 2 / (n1 - 1) + v0 ** 2 / (n0 - 1))
-    return stats.t.ppf(0.975, df) * se
+MODEL_PREFIX = "model."
+"""Columns ``model.<flag>``: the flags of the network each run trained, from its metrics."""
 
 
 # -- reading run directories --------------------------------------------------------------------
@@ -57,9 +39,9 @@ def read_run(path: Path) -> dict:
     try:
         cfg = OmegaConf.load(path / ".hydra" / "config.yaml")
         record.update(step=cfg.step_name, seed=int(cfg.seed), ladder=cfg.ladder.name,
-                      preset=cfg.preset_name, epochs_planned=None)
+                      preset=cfg.preset_name)
         hydra_cfg = OmegaConf.load(path / ".hydra" / "hydra.yaml")
-        record["variant"] = str(hydra_cfg.hydra.job.override_dirname or "")
+        record["variant"] = variant(hydra_cfg.hydra.overrides.task)
     except Exception as exc:  # no readable Hydra config: take what metrics.json says
         record["variant"] = ""
         record["config_error"] = f"{type(exc).__name__}: {exc}"
@@ -71,6 +53,7 @@ def read_run(path: Path) -> dict:
             record.update(status="corrupt", error=f"metrics.json unreadable: {exc}")
             return record
         record.update({k: v for k, v in metrics.items() if not isinstance(v, (dict, list))})
+        record.update(model_columns(metrics.get("model")))
         record["status"] = metrics.get("status", "corrupt")
     elif (path / "last.pt").is_file():
         done = 0
@@ -80,6 +63,14 @@ def read_run(path: Path) -> dict:
     if "step" not in record:
         record.update(status="corrupt", error=record.get("config_error", "no config"))
     return record
+
+
+def model_columns(flags) -> dict:
+    """A run's model flags as ``model.<flag>`` columns (lists, e.g. depths, as text)."""
+    if not isinstance(flags, dict):
+        return {}
+    return {MODEL_PREFIX + k: (str(list(v)) if isinstance(v, (list, tuple)) else v)
+            for k, v in flags.items()}
 
 
 def find_runs(sweep_dir: Path) -> list[dict]:
@@ -93,12 +84,6 @@ def find_runs(sweep_dir: Path) -> list[dict]:
 
 # -- what the sweep asked for -------------------------------------------------------------------
 
-def _dirname(overrides: list[tuple[str, str]], exclude: set[str]) -> str:
-    kept = sorted(f"{k}={v}" for k, v in overrides
-                  if k not in exclude and not k.startswith(ALWAYS_EXCLUDED))
-    return ",".join(kept)
-
-
 def expected_runs(sweep_dir: Path) -> list[tuple[str, str, int]] | None:
     """(step, variant, seed) of every job in the sweep's ``multirun.yaml``; None if absent."""
     path = sweep_dir / "multirun.yaml"
@@ -107,7 +92,6 @@ def expected_runs(sweep_dir: Path) -> list[tuple[str, str, int]] | None:
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
     cfg = OmegaConf.load(path)
-    exclude = set(cfg.hydra.job.config.override_dirname.exclude_keys)
     parsed = OverridesParser.create().parse_overrides(list(cfg.hydra.overrides.task))
     axes = []
     for override in parsed:
@@ -121,7 +105,8 @@ def expected_runs(sweep_dir: Path) -> list[tuple[str, str, int]] | None:
         values = {**defaults, **dict(combo)}
         if "step" not in values:
             continue
-        jobs.append((values["step"], _dirname(list(combo), exclude), int(values["seed"])))
+        name = variant(f"{k}={v}" for k, v in combo)
+        jobs.append((values["step"], name, int(values["seed"])))
     return jobs
 
 
@@ -132,61 +117,50 @@ def _mean(records: list[dict], key: str) -> float:
     return sum(values) / len(values) if values else math.nan
 
 
-def summarise(runs: list[dict], expected: list[tuple[str, str, int]] | None) -> pd.DataFrame:
-    """One row per (step, variant): seeds, mean, std, intervals, change against the parent."""
-    valid = [r for r in runs if "step" in r]
-    ladders = {r["ladder"] for r in valid if r.get("ladder")} or {"resnet50"}
-    ladder = sorted(ladders)[0]
-    steps = {s.name: s for s in ladder_steps(ladder if ladder in LADDERS else "resnet50")}
-    order = list(steps)
-    by_key: dict[tuple[str, str], dict[int, dict]] = {}
-    for r in valid:
-        by_key.setdefault((r["step"], r.get("variant", "")), {})[r["seed"]] = r
-    wanted: dict[tuple[str, str], set[int]] = {}
-    for step, variant, seed in expected or []:
-        wanted.setdefault((step, variant), set()).add(seed)
-    for key, seeds in by_key.items():
-        wanted.setdefault(key, set()).update(seeds)
+def _ladder_of(runs: list[dict]) -> dict:
+    ladders = sorted({r["ladder"] for r in runs if r.get("ladder")}) or ["resnet50"]
+    return {s.name: s for s in ladder_steps(ladders[0] if ladders[0] in LADDERS else "resnet50")}
 
-    rows = []
-    for (step, variant), seeds in wanted.items():
-        info = steps.get(step)
-        seen = by_key.get((step, variant), {})
-        done = [seen[s] for s in sorted(seeds) if s in seen and seen[s]["status"] == "completed"]
-        top1 = pd.Series([r["top1"] for r in done], dtype=float)
-        n = len(done)
-        mean = top1.mean() if n else math.nan
-        std = top1.std(ddof=1) if n > 1 else math.nan
-        problems = []
-        for s in sorted(seeds):
-            r = seen.get(s)
-            if r is None:
-                problems.append(f"seed {s} missing")
-            elif r["status"] != "completed":
-                why = f": {r['error'][:120]}" if r.get("error") else ""
-                problems.append(f"seed {s} {r['status']}{why}")
 
-        rows.append({
-            "step": info.index if info else "", "name": step, "variant": variant,
-            "adopted": info.adopted if info else None,
-            "parent": info.parent if info else None,
-            "n": n, "n_expected": len(seeds), "top1_mean": mean, "top1_std": std,
-            "top1_ci95": t_interval(std, n),
-            "top5_mean": _mean(done, "top5"), "params": done[0]["params"] if done else None,
-            "gflops": done[0]["gflops"] if done else None,
-            "train_images_per_s": _mean(done, "train_images_per_s"),
-            "wall_s": _mean(done, "wall_s"),
-            "paper_top1": info.paper_top1 if info else None,
-            "paper_gflops": info.paper_gflops if info else None,
-            "status": "ok" if not problems else "; ".join(problems),
-            "_order": (order.index(step) if step in order else len(order), variant),
-        })
-    table = pd.DataFrame(rows)
-    if table.empty:
-        return table
-    table = table.sort_values("_order").drop(columns="_order").reset_index(drop=True)
+def _problems(seeds: set[int], seen: dict[int, dict]) -> list[str]:
+    problems = []
+    for s in sorted(seeds):
+        r = seen.get(s)
+        if r is None:
+            problems.append(f"seed {s} missing")
+        elif r["status"] != "completed":
+            why = f": {r['error'][:120]}" if r.get("error") else ""
+            problems.append(f"seed {s} {r['status']}{why}")
+    return problems
+
+
+def _row(step: str, name: str, info, seeds: set[int], seen: dict[int, dict]) -> dict:
+    """One (step, variant) row: its completed seeds' statistics and its problems."""
+    done = [seen[s] for s in sorted(seeds) if s in seen and seen[s]["status"] == "completed"]
+    top1 = pd.Series([r["top1"] for r in done], dtype=float)
+    n = len(done)
+    std = top1.std(ddof=1) if n > 1 else math.nan
+    problems = _problems(seeds, seen)
+    flags = next((r for r in done if any(k.startswith(MODEL_PREFIX) for k in r)), {})
+    return {
+        "index": info.index if info else "", "step": step, "variant": name,
+        "adopted": info.adopted if info else None, "parent": info.parent if info else None,
+        "n": n, "n_expected": len(seeds), "top1_mean": top1.mean() if n else math.nan,
+        "top1_std": std, "top1_ci95": t_interval(std, n),
+        "top5_mean": _mean(done, "top5"), "params": done[0]["params"] if done else None,
+        "gflops": done[0]["gflops"] if done else None,
+        "train_images_per_s": _mean(done, "train_images_per_s"), "wall_s": _mean(done, "wall_s"),
+        "paper_top1": info.paper_top1 if info else None,
+        "paper_gflops": info.paper_gflops if info else None,
+        "status": "ok" if not problems else "; ".join(problems),
+        **{k: v for k, v in flags.items() if k.startswith(MODEL_PREFIX)},
+    }
+
+
+def _deltas(table: pd.DataFrame) -> tuple[list[float], list[float]]:
+    """Each row's change against its parent step (same variant, else the plain step)."""
     deltas, cis = [], []
-    index = {(r["name"], r["variant"]): r for r in table.to_dict("records")}
+    index = {(r["step"], r["variant"]): r for r in table.to_dict("records")}
     for r in table.to_dict("records"):
         p = index.get((r["parent"], r["variant"])) or index.get((r["parent"], ""))
         if p is None or not r["n"] or not p["n"]:
@@ -196,6 +170,32 @@ def summarise(runs: list[dict], expected: list[tuple[str, str, int]] | None) -> 
         deltas.append(r["top1_mean"] - p["top1_mean"])
         cis.append(welch_interval(r["top1_mean"], r["top1_std"], r["n"], p["top1_mean"],
                                   p["top1_std"], p["n"]))
+    return deltas, cis
+
+
+def summarise(runs: list[dict], expected: list[tuple[str, str, int]] | None) -> pd.DataFrame:
+    """One row per (step, variant), in ladder order: seeds, mean, std, intervals, change
+    against the parent, the model's flags."""
+    valid = [r for r in runs if "step" in r]
+    steps = _ladder_of(valid)
+    order = list(steps)
+    by_key: dict[tuple[str, str], dict[int, dict]] = {}
+    for r in valid:
+        by_key.setdefault((r["step"], r.get("variant", "")), {})[r["seed"]] = r
+    wanted: dict[tuple[str, str], set[int]] = {}
+    for step, name, seed in expected or []:
+        wanted.setdefault((step, name), set()).add(seed)
+    for key, seeds in by_key.items():
+        wanted.setdefault(key, set()).update(seeds)
+    rows = [_row(step, name, steps.get(step), seeds, by_key.get((step, name), {}))
+            for (step, name), seeds in wanted.items()]
+    table = pd.DataFrame(rows)
+    if table.empty:
+        return table
+    table["_order"] = [(order.index(r["step"]) if r["step"] in order else len(order),
+                        r["variant"]) for r in rows]
+    table = table.sort_values("_order").drop(columns="_order").reset_index(drop=True)
+    deltas, cis = _deltas(table)
     table.insert(table.columns.get_loc("top1_ci95") + 1, "delta_top1", deltas)
     table.insert(table.columns.get_loc("delta_top1") + 1, "delta_ci95", cis)
     return table
@@ -209,7 +209,7 @@ def _fmt(value, pattern: str) -> str:
 
 def to_markdown(table: pd.DataFrame, runs: list[dict], sweep_dir: Path) -> str:
     show = pd.DataFrame({
-        "step": table["step"], "name": table["name"],
+        "#": table["index"], "step": table["step"],
         "variant": table["variant"],
         "seeds": [f"{n}/{e}" for n, e in zip(table["n"], table["n_expected"], strict=True)],
         "top-1 %": [_fmt(m, "{:.2f}") + (_fmt(s, " ± {:.2f}") if n > 1 else "")
@@ -272,7 +272,7 @@ def main(argv=None) -> int:
         return 2
     out = Path(args.out or args.sweep_dir)
     complete = int((table["status"] == "ok").sum()) if not table.empty else 0
-    print(f"roadmap.collect: {complete}/{len(table)} rows complete -> {out / 'results.md'}")
+    print(f"roadmap.results.collect: {complete}/{len(table)} rows complete -> {out / 'results.md'}")
     return 0
 
 

@@ -2,7 +2,8 @@
 
 In-memory data sets are indexed directly (no DataLoader): one seeded permutation per epoch, the
 same on every process, each process taking its own slice, the batch moved to the device as uint8
-and augmented there. Image folders use a DataLoader with worker processes.
+and augmented there. Image folders use a DataLoader whose worker processes decode and augment
+image by image. Either way the augmentation is :mod:`roadmap.train.augment`'s.
 """
 
 from __future__ import annotations
@@ -10,10 +11,16 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import torch
-from torch.utils.data import DataLoader, DistributedSampler, Sampler
+from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
 
-from roadmap.augment import BatchAugment, mixup_cutmix, normalize
-from roadmap.data import FolderDataset, MemoryDataset
+from roadmap.train.augment import (
+    BatchAugment,
+    folder_eval_transform,
+    folder_train_transform,
+    mixup_cutmix,
+    normalize,
+)
+from roadmap.train.data import FolderDataset, MemoryDataset
 
 
 class MemoryTrainLoader:
@@ -68,13 +75,28 @@ class ShardSampler(Sampler[int]):
         return len(self.indices)
 
 
+class Transformed(Dataset):
+    """An image data set whose images pass through ``transform``."""
+
+    def __init__(self, images: Dataset, transform) -> None:
+        self.images, self.transform = images, transform
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, index: int):
+        image, label = self.images[index]
+        return self.transform(image), label
+
+
 class FolderTrainLoader:
-    def __init__(self, dataset: FolderDataset, batch_size: int, recipe, num_classes: int,
+    def __init__(self, dataset: FolderDataset, batch_size: int, data, recipe, num_classes: int,
                  device: torch.device, workers: int, rank: int = 0, world: int = 1) -> None:
+        train = Transformed(dataset.train, folder_train_transform(data, recipe))
         # shuffled by (seed, epoch) alike on every process, each taking its slice
-        self.sampler = DistributedSampler(dataset.train, num_replicas=world, rank=rank,
+        self.sampler = DistributedSampler(train, num_replicas=world, rank=rank,
                                           shuffle=True, drop_last=True)
-        self.loader = DataLoader(dataset.train, batch_size=batch_size, sampler=self.sampler,
+        self.loader = DataLoader(train, batch_size=batch_size, sampler=self.sampler,
                                  num_workers=workers, pin_memory=device.type == "cuda",
                                  drop_last=True, persistent_workers=workers > 0)
         self.mix = mixup_cutmix(recipe, num_classes)
@@ -91,7 +113,8 @@ class FolderTrainLoader:
             yield self.mix(x, y) if self.mix is not None else (x, y)
 
 
-def folder_eval_loader(dataset: FolderDataset, batch_size: int, workers: int, rank: int,
+def folder_eval_loader(dataset: FolderDataset, batch_size: int, data, workers: int, rank: int,
                        world: int) -> DataLoader:
-    return DataLoader(dataset.test, batch_size=batch_size,
-                      sampler=ShardSampler(len(dataset.test), rank, world), num_workers=workers)
+    test = Transformed(dataset.test, folder_eval_transform(data))
+    return DataLoader(test, batch_size=batch_size, sampler=ShardSampler(len(test), rank, world),
+                      num_workers=workers)

@@ -1,0 +1,74 @@
+"""``make bench``: every step's speed, against torchvision and against the machine's peak.
+
+    python -m roadmap.bench [preset=cpu] [name=cpu-32px] [image_size=N] [batch_size=N]
+        [steps=5] [repeats=5] [warmup=2] [dtype=fp32|bf16] [channels_last=auto] [compile=false]
+        [device=auto] [ladder=resnet50] [only=resnet50,gelu] [data=true] [pairs=10]
+        [breakdown=true] [out=benchmarks]
+
+Measured on the current device after warm-up, as medians of ``repeats`` timings of ``steps``
+steps each, for the preset's models (its width/depth scale), resolution and batch:
+
+1. every step: training-step images/s (forward, backward, AdamW) and inference images/s;
+2. step 0 and the last step against ``torchvision.models.resnet50`` and ``convnext_tiny`` built
+   with the same settings (full size, the preset's classes, channels and resolution; ours at full
+   size too), timed in the same process, interleaved, and the ratio ours / torchvision;
+3. each step's achieved training FLOP/s (3 x forward FLOPs x images/s) against the peak of a
+   large matrix multiply measured in the same run, and (``breakdown=true``) where its time goes;
+4. (``data=true``) for the ``cpu`` and ``cifar10`` presets: the share of a training step spent
+   getting and augmenting the batch, and the data path's own images/s.
+
+Each run writes ``<out>/<name>.json``; ``BENCHMARKS.md`` is rebuilt from every JSON in ``out``.
+Modules: ``timing`` (the measurements), ``breakdown`` (time by kind of operation), ``report``
+(the markdown).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from roadmap.cli import parse_key_values, positive_int
+from roadmap.runtime import RunError
+
+OWN_KEYS = {"preset": "cpu", "name": "", "image_size": "", "batch_size": "", "steps": "5",
+            "repeats": "5", "warmup": "2", "dtype": "fp32", "channels_last": "auto",
+            "compile": "false", "device": "auto", "ladder": "resnet50", "only": "",
+            "data": "true", "out": "benchmarks", "pairs": "10", "breakdown": "true"}
+
+
+def parse(argv: Sequence[str]) -> tuple[dict[str, str], list[str]]:
+    """The benchmark's own keys (checked) and the Hydra overrides for the models it builds."""
+    own, overrides = parse_key_values(argv, OWN_KEYS, "preset=cpu steps=5")
+    if own["channels_last"] not in ("auto", "true", "false"):
+        raise ValueError(f"channels_last={own['channels_last']} is invalid; valid values: auto, "
+                         "true, false")
+    if own["dtype"] not in ("fp32", "bf16"):
+        raise ValueError(f"dtype={own['dtype']} is invalid; valid values: fp32, bf16")
+    for key in ("steps", "repeats", "pairs"):
+        positive_int(own, key)
+    positive_int(own, "warmup", minimum=0)
+    return own, overrides
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    from roadmap.bench.report import render
+    from roadmap.bench.timing import run
+
+    try:
+        own, overrides = parse(sys.argv[1:] if argv is None else argv)
+        result = run(own, overrides)
+    except (ValueError, KeyError, RunError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    result["command"] = "python -m roadmap.bench " + " ".join(
+        [f"{k}={v}" for k, v in own.items() if v != OWN_KEYS[k]] + overrides)
+    out = Path(own["out"])
+    out.mkdir(parents=True, exist_ok=True)
+    (out / f"{result['name']}.json").write_text(json.dumps(result, indent=1) + "\n")
+    results = [json.loads(p.read_text()) for p in sorted(out.glob("*.json"))]
+    target = out.parent / "BENCHMARKS.md" if out.name == "benchmarks" else out / "BENCHMARKS.md"
+    target.write_text(render(results))
+    print(f"wrote {out / (result['name'] + '.json')} and {target}", file=sys.stderr)
+    return 0

@@ -1,0 +1,132 @@
+"""``BENCHMARKS.md`` from the benchmark runs' JSON files: the tables and the generated text on
+what bounds the depthwise steps."""
+
+from __future__ import annotations
+
+import math
+
+from roadmap.bench.breakdown import KINDS
+
+
+def md_table(header: list[str], rows: list[list]) -> list[str]:
+    """A markdown table, text columns left-aligned and the rest right-aligned."""
+    left = {"step", "torchvision", "preset", "data"}
+    align = ["---" if h in left else "---:" for h in header]
+    return ["| " + " | ".join(header) + " |", "|" + "|".join(align) + "|"] + [
+        "| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+
+
+def _rate(b: dict, key: str) -> float:
+    return b[key] / b["seconds"] if b["seconds"] > 0 else 0.0
+
+
+def bound_of(flops_per_s: float, bytes_per_s: float, peak: float, bandwidth: float) -> str:
+    """Which limit a kind of operation is near: memory (>= 40% of the copy bandwidth), compute
+    (>= 50% of the matmul peak), or neither."""
+    fl, bw = flops_per_s / peak, bytes_per_s / bandwidth
+    if bw >= 0.4:
+        return f"memory ({100 * bw:.0f}% of bandwidth)"
+    if fl >= 0.5:
+        return f"compute ({100 * fl:.0f}% of peak)"
+    return f"neither ({100 * fl:.0f}% of peak, {100 * bw:.0f}% of bandwidth)"
+
+
+def bound_notes(r: dict) -> list[str]:
+    """Where each step's training time goes, and what bounds its depthwise convolutions."""
+    peak, bandwidth = r["peak_flops_per_s"], r.get("bandwidth_bytes_per_s") or math.inf
+    rows, bounds, bwd_ratios = [], {}, []
+    for st in r["steps_table"]:
+        b = st.get("breakdown")
+        if not b:
+            continue
+        dw = {k: b["depthwise"][k] + b["depthwise_backward"][k] for k in ("seconds", "flops",
+                                                                           "bytes")}
+        bound = "-"
+        if dw["seconds"] > 0:
+            bound = bound_of(_rate(dw, "flops"), _rate(dw, "bytes"), peak, bandwidth)
+            bounds.setdefault(bound.split(" ")[0], []).append(st["step"])
+            bwd_ratios.append(b["depthwise_backward"]["seconds"]
+                              / max(b["depthwise"]["seconds"], 1e-12))
+        rows.append([st["step"], *(f"{100 * b[k]['share']:.0f}%" for k in KINDS),
+                     f"{_rate(b['dense'], 'flops') / 1e9:.1f}",
+                     f"{_rate(dw, 'flops') / 1e9:.1f}" if dw["seconds"] else "-",
+                     f"{_rate(dw, 'bytes') / 1e9:.2f}" if dw["seconds"] else "-", bound])
+    lines = ["Where a training step's time goes (each ATen call timed alone during one more "
+             "step; dense = matmuls and dense convolutions; GB/s counts only the bytes each "
+             "call must read and write, a lower bound on its traffic; the depthwise bound is "
+             "memory at >= 40% of the copy bandwidth, compute at >= 50% of the matmul peak):",
+             ""]
+    lines += md_table(["step", "dense", "depthwise", "depthwise bwd", "norm", "other",
+                       "optimizer", "dense GFLOP/s", "depthwise GFLOP/s", "depthwise GB/s",
+                       "depthwise bound"], rows)
+    if bounds:
+        text = ["", "What bounds the depthwise steps:"]
+        if bounds.get("neither"):
+            text.append(f"in {', '.join(bounds['neither'])} the depthwise convolutions are "
+                        "near neither limit. A depthwise conv does only k x k multiply-adds "
+                        "per value it loads, too few to use the matrix units that set the "
+                        "peak, and these kernels do not stream memory at the copy rate either: "
+                        "the time is the convolution kernels' own, most of it in the backward "
+                        f"(which takes {min(bwd_ratios):.1f}-{max(bwd_ratios):.1f}x the "
+                        "forward's time across the steps).")
+        if bounds.get("memory"):
+            text.append(f"In {', '.join(bounds['memory'])} they move data at 40% or more of "
+                        "the copy bandwidth: memory-bound.")
+        if bounds.get("compute"):
+            text.append(f"In {', '.join(bounds['compute'])} they are near the matmul peak.")
+        lines.append(" ".join(text))
+    return lines
+
+
+def _ratio_text(v: dict, kind: str) -> str:
+    low, high = v.get(f"{kind}_ratio_low", math.nan), v.get(f"{kind}_ratio_high", math.nan)
+    interval = "" if math.isnan(low) else f" [{low:.3f}, {high:.3f}]"
+    return f"{v[f'{kind}_ratio']:.3f}{interval}"
+
+
+def render(results: list[dict]) -> str:
+    lines = ["# Benchmarks", "",
+             "Written by `make bench` (`python -m roadmap.bench`) from the JSON files in "
+             "`benchmarks/`; every figure below is one of those runs. Images/s are medians of "
+             "repeated timings after warm-up. Ours / torchvision: the two models are timed "
+             "step by step, alternating, for `pairs` rounds; the ratio is the geometric mean of "
+             "the rounds' ratios with its 95% interval (> 1: ours is faster; an interval across "
+             "1 means this machine cannot tell the two apart).", ""]
+    for r in results:
+        m = r["machine"]
+        lines += [f"## {r['name']}", "",
+                  f"`{r['command']}` on {r['device']} ({m['cpu']}, {m['threads']} threads"
+                  + (f", {m['gpu']}" if m.get("gpu") else "") + f"), torch {m['torch']}, "
+                  f"torchvision {m['torchvision']}; {r['dtype']}, channels_last="
+                  f"{str(r['channels_last']).lower()}, compile={str(r['compile']).lower()}; "
+                  f"{r['image_size']}x{r['image_size']}, batch {r['batch']}. Peak of a 2048^2 "
+                  f"matmul: {r['peak_flops_per_s'] / 1e9:.1f} GFLOP/s"
+                  + (f"; copy bandwidth: {r['bandwidth_bytes_per_s'] / 1e9:.1f} GB/s"
+                     if r.get("bandwidth_bytes_per_s") else "") + ".", ""]
+        lines += md_table(
+            ["step", "params", "GMACs/img", "train img/s", "infer img/s", "train GFLOP/s",
+             "of peak"],
+            [[s["step"], f"{s['params']:,}", f"{s['gmacs']:.4f}",
+              f"{s['train_images_per_s']:.1f}", f"{s['infer_images_per_s']:.1f}",
+              f"{s['train_flops_per_s'] / 1e9:.1f}", f"{100 * s['peak_fraction']:.1f}%"]
+             for s in r["steps_table"]])
+        lines += ["", "Ours against torchvision (full-size models, same input):", ""]
+        lines += md_table(
+            ["step", "torchvision", "train ours", "train tv", "ratio [95%]", "infer ours",
+             "infer tv", "ratio [95%]"],
+            [[v["step"], v["torchvision"], f"{v['train_ours']:.1f}",
+              f"{v['train_torchvision']:.1f}", _ratio_text(v, "train"),
+              f"{v['infer_ours']:.1f}", f"{v['infer_torchvision']:.1f}",
+              _ratio_text(v, "infer")] for v in r["versus_torchvision"]])
+        if any("breakdown" in st for st in r["steps_table"]):
+            lines += ["", *bound_notes(r)]
+        if r["data_path"]:
+            lines += ["", "Data path (get the batch + augment it, on the training device):", ""]
+            lines += md_table(
+                ["preset", "step", "data", "batch", "share of a step", "data img/s",
+                 "step img/s"],
+                [[d["preset"], d["step"], d["source"], d["batch"],
+                  f"{100 * d['data_share']:.1f}%", f"{d['data_images_per_s']:.0f}",
+                  f"{d['step_images_per_s']:.0f}"] for d in r["data_path"]])
+        lines.append("")
+    return "\n".join(lines)

@@ -1,0 +1,113 @@
+"""Where and how a process computes: processes (``Dist``), device, precision, memory layout.
+
+Shared by training and the benchmarks, so both resolve ``device=auto``, ``precision=auto`` and
+``channels_last=auto`` the same way.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as torch_dist
+from torch import nn
+
+
+class RunError(RuntimeError):
+    """A run cannot start; the message says why and how to fix it."""
+
+
+@dataclass
+class Dist:
+    """This process's place among the training processes (one when not distributed)."""
+
+    rank: int = 0
+    world: int = 1
+    local_rank: int = 0
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+    @classmethod
+    def from_env(cls) -> Dist:
+        """From torchrun's variables (or, under SLURM with several tasks, submitit's)."""
+        if "WORLD_SIZE" not in os.environ and int(os.environ.get("SLURM_NTASKS", "1")) > 1:
+            import submitit
+
+            submitit.helpers.TorchDistributedEnvironment().export()
+        return cls(int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1")),
+                   int(os.environ.get("LOCAL_RANK", "0")))
+
+    def all_sum(self, values: list[float], device: torch.device) -> list[float]:
+        if self.world == 1:
+            return values
+        t = torch.tensor(values, dtype=torch.float64, device=device)
+        torch_dist.all_reduce(t)
+        return t.tolist()
+
+
+def resolve_device(name: str, local_rank: int = 0) -> torch.device:
+    """``auto``: CUDA when visible, else the CPU."""
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name not in ("cpu", "cuda"):
+        raise RunError(f"device={name} is invalid; valid values: auto, cpu, cuda")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise RunError("device=cuda but no CUDA device is visible; use device=cpu or auto")
+    return torch.device("cuda", local_rank) if name == "cuda" else torch.device("cpu")
+
+
+def setup_distributed(dist: Dist, device: torch.device) -> None:
+    """Select the process's GPU and join the process group (gloo on CPU, nccl on CUDA)."""
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
+    if dist.world > 1 and not torch_dist.is_initialized():
+        torch_dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+
+
+def resolve_precision(precision: str, device: torch.device) -> torch.dtype | None:
+    """The autocast dtype, or None for fp32. ``auto``: bf16 on CUDA, fp32 on the CPU."""
+    choices = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+    if precision == "auto":
+        return torch.bfloat16 if device.type == "cuda" else None
+    if precision not in choices:
+        raise RunError(f"precision={precision} is invalid; valid values: auto, fp32, bf16, fp16")
+    return choices[precision]
+
+
+def autocast_factory(dtype: torch.dtype | None, device: torch.device) -> Callable:
+    """A function returning the context to run forward passes in."""
+    if dtype is None:
+        return contextlib.nullcontext
+    return lambda: torch.autocast(device.type, dtype=dtype)
+
+
+def resolve_channels_last(value, device: torch.device) -> bool:
+    """``auto``: channels-last on CPU and CUDA. On a 2-core CPU (``python -m roadmap.bench
+    channels_last=false`` against ``=true``, README) the steps train 1.2-2.8x faster in it,
+    the BatchNorm depthwise steps most."""
+    if value == "auto":
+        return device.type in ("cpu", "cuda")
+    if isinstance(value, bool):
+        return value
+    raise RunError(f"channels_last={value} is invalid; valid values: auto, true, false")
+
+
+def memory_format(channels_last: bool) -> torch.memory_format:
+    return torch.channels_last if channels_last else torch.contiguous_format
+
+
+def unwrap(model: nn.Module) -> nn.Module:
+    """The plain module under ``torch.compile`` and ``DistributedDataParallel``."""
+    model = getattr(model, "_orig_mod", model)
+    return getattr(model, "module", model)
+
+
+def sync(device: torch.device) -> None:
+    """Wait for the device's queued work (for timing)."""
+    if device.type == "cuda":
+        torch.cuda.synchronize()

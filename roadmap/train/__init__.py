@@ -1,0 +1,20 @@
+"""Training: ``python -m roadmap.train step=<name> [preset=...] [seed=N] [...]``.
+
+The package, module by module, in the order a run uses them:
+
+- ``__main__``: the thin Hydra entry point around :func:`train`, which tests call in-process;
+- ``run``: one run start to end (skip, resume, epochs, records);
+- ``setup``: the run's checks, data, model, loaders, optimizer and schedule;
+- ``loop``: the loss, a training step (:class:`~roadmap.train.loop.Stepper`), an epoch,
+  evaluation;
+- ``checkpoint``: ``last.pt`` and the JSON records, written atomically;
+- ``data``, ``loaders``, ``augment``: data sets, batches, the recipe's augmentation;
+- ``optim``: optimizer, weight-decay groups, learning-rate schedule;
+- ``tracking``: Weights & Biases or nothing.
+"""
+
+from roadmap.runtime import RunError
+from roadmap.train.loop import Diverged
+from roadmap.train.run import train
+
+__all__ = ["Diverged", "RunError", "train"]

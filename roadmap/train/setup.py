@@ -1,0 +1,149 @@
+"""Everything one run needs before its first step, built from its config: checks, data, model,
+loaders, optimizer and schedule (:func:`prepare`).
+
+The pieces are separate functions so that the benchmarks build the same model and data path a
+run trains (:func:`run_model`, :func:`train_loader`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from omegaconf import DictConfig
+from torch import nn
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+
+from roadmap.conf import model_config
+from roadmap.ladder import Step, get_step
+from roadmap.models import ModelConfig, build_model, count_gflops, count_params
+from roadmap.runtime import (
+    Dist,
+    RunError,
+    autocast_factory,
+    memory_format,
+    resolve_channels_last,
+    resolve_device,
+    resolve_precision,
+    setup_distributed,
+)
+from roadmap.train.augment import BatchAugment
+from roadmap.train.data import MemoryDataset, load_dataset
+from roadmap.train.loaders import (
+    FolderTrainLoader,
+    MemoryEvalLoader,
+    MemoryTrainLoader,
+    folder_eval_loader,
+)
+from roadmap.train.loop import Stepper
+from roadmap.train.optim import Schedule, build_optimizer, build_scheduler
+
+
+def resolve_accumulation(cfg: DictConfig, world: int) -> int:
+    """Micro-batches per optimizer step: ``accum_steps``, or what ``total_batch`` implies."""
+    if cfg.total_batch is None:
+        if cfg.accum_steps < 1:
+            raise RunError(f"accum_steps={cfg.accum_steps} is invalid: must be >= 1")
+        return int(cfg.accum_steps)
+    per_step = cfg.batch_size * world
+    if cfg.total_batch % per_step:
+        raise RunError(f"total_batch={cfg.total_batch} is not a multiple of batch_size x "
+                       f"processes = {per_step}; change batch_size or the number of GPUs")
+    return cfg.total_batch // per_step
+
+
+def run_model(mcfg: ModelConfig, device: torch.device, channels_last: bool) -> nn.Module:
+    """The network a run trains, on its device, in its memory layout."""
+    return build_model(mcfg).to(device, memory_format=memory_format(channels_last))
+
+
+def train_loader(cfg: DictConfig, dataset, num_classes: int, device: torch.device,
+                 dist: Dist):
+    """Training batches of ``dataset`` with the recipe's augmentation, this process's share."""
+    if isinstance(dataset, MemoryDataset):
+        augment = BatchAugment(cfg.data, cfg.recipe, num_classes)
+        return MemoryTrainLoader(dataset, cfg.batch_size, augment, device, dist.rank, dist.world)
+    return FolderTrainLoader(dataset, cfg.batch_size, cfg.data, cfg.recipe, num_classes, device,
+                             cfg.workers, dist.rank, dist.world)
+
+
+def eval_loader(cfg: DictConfig, dataset, device: torch.device, dist: Dist):
+    if isinstance(dataset, MemoryDataset):
+        return MemoryEvalLoader(dataset, cfg.eval_batch_size, cfg.data.mean, cfg.data.std,
+                                device, dist.rank, dist.world)
+    return folder_eval_loader(dataset, cfg.eval_batch_size, cfg.data, cfg.workers, dist.rank,
+                              dist.world)
+
+
+@dataclass
+class Run:
+    """One run, ready for its first step."""
+
+    step: Step
+    dist: Dist
+    device: torch.device
+    model_cfg: ModelConfig
+    model: nn.Module
+    params: int
+    gflops: float
+    stepper: Stepper
+    train_batches: Any
+    eval_batches: Any
+    n_train: int
+    steps_per_epoch: int
+    total_batch: int
+    lr: float
+
+
+def prepare(cfg: DictConfig, dist: Dist) -> Run:
+    """Check ``cfg``, then load the data and build model, loaders, optimizer and schedule for
+    this process. Everything that can be wrong with the config or the data fails here, before
+    training."""
+    step = get_step(cfg.step_name, cfg.ladder.name)
+    mcfg = model_config(cfg, scaled=True)
+    device = resolve_device(cfg.device, dist.local_rank)
+    setup_distributed(dist, device)
+    dtype = resolve_precision(cfg.precision, device)
+    channels_last = resolve_channels_last(cfg.channels_last, device)
+    accum = resolve_accumulation(cfg, dist.world)
+    dataset = load_dataset(cfg.data)
+
+    torch.manual_seed(cfg.seed)
+    model = build_model(mcfg)
+    params, gflops = count_params(model), count_gflops(model, cfg.data.image_size, mcfg.in_chans)
+    model = model.to(device, memory_format=memory_format(channels_last))
+    batches = train_loader(cfg, dataset, mcfg.num_classes, device, dist)
+    steps_per_epoch = len(batches) // accum
+    if steps_per_epoch < 1:
+        raise RunError(f"an epoch has {len(batches)} batches, fewer than accum_steps="
+                       f"{accum}; lower batch_size or accum_steps")
+    total_batch = cfg.batch_size * accum * dist.world
+    lr = cfg.lr if cfg.lr is not None else cfg.recipe.lr * total_batch / cfg.recipe.lr_batch
+    stepper = make_stepper(cfg, model, device, dist, dtype, channels_last, accum, lr,
+                           steps_per_epoch)
+    n_train = (len(dataset.train_labels) if isinstance(dataset, MemoryDataset)
+               else len(dataset.train))
+    return Run(step, dist, device, mcfg, model, params, gflops, stepper, batches,
+               eval_loader(cfg, dataset, device, dist), n_train, steps_per_epoch, total_batch,
+               lr)
+
+
+def make_stepper(cfg: DictConfig, model: nn.Module, device: torch.device, dist: Dist,
+                 dtype: torch.dtype | None, channels_last: bool, accum: int, lr: float,
+                 steps_per_epoch: int) -> Stepper:
+    """Optimizer, schedule, scaler, EMA and the wrapped network of a run."""
+    recipe = cfg.recipe
+    ema = (AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(recipe.ema_decay),
+                         use_buffers=True) if recipe.ema else None)
+    optimizer = build_optimizer(model, recipe, lr)
+    scheduler = build_scheduler(optimizer, Schedule(recipe, cfg.epochs, steps_per_epoch, lr))
+    scaler = torch.amp.GradScaler(device.type, enabled=dtype == torch.float16)
+    net = model
+    if dist.world > 1:
+        net = nn.parallel.DistributedDataParallel(
+            model, device_ids=[device.index] if device.type == "cuda" else None)
+    if cfg.compile:
+        net = torch.compile(net)
+    return Stepper(model, optimizer, net, scheduler, scaler, ema, autocast_factory(dtype, device),
+                   accum, recipe.label_smoothing, recipe.grad_clip, channels_last, dist.world > 1)
