@@ -48,11 +48,7 @@ OUT ?= runs/$(LADDER)-$(PRESET)
 ARGS ?=
 
 roadmap: $(STAMP) data ## every step of the ladder as one resumable sweep + its results table (PRESET SEEDS LADDER OUT ARGS)
-	@steps=$$($(PY) -m roadmap.ladder $(LADDER)) || exit 1; \
-	$(PY) -m roadmap.train --multirun step=$$steps seed=$(SEEDS) preset=$(PRESET) ladder=$(LADDER) \
-	  hydra.sweep.dir=$(OUT) $(ARGS); status=$$?; \
-	$(PY) -m roadmap.results.collect $(OUT) || status=1; \
-	if [ $$status -ne 0 ]; then echo "make roadmap: some runs failed; see $(OUT)/results.md"; fi; exit $$status
+	@exec $(PY) -m roadmap.sweep $(OUT) --preset $(PRESET) --seeds $(SEEDS) --ladder $(LADDER) -- $(ARGS)
 
 RESULTS ?= $(OUT)/results.csv
 

@@ -23,6 +23,7 @@ from roadmap.ladder import LADDERS, ladder_steps
 from roadmap.results.stats import t_interval, welch_interval
 from roadmap.runs import variant
 
+OUTPUTS = ("results.csv", "results.md", "runs.csv")
 MODEL_PREFIX = "model."
 """Columns ``model.<flag>``: the flags of the network each run trained, from its metrics."""
 
@@ -33,35 +34,75 @@ def is_run_dir(path: Path) -> bool:
     return (path / ".hydra" / "config.yaml").is_file() or (path / "metrics.json").is_file()
 
 
+IDENTITY = ("step", "seed", "ladder", "preset", "variant")
+NUMBERS = ("top1", "params", "gflops")
+
+
+def _one_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return f"{type(exc).__name__}: {text.splitlines()[0][:200] if text else ''}"
+
+
+def _identity(path: Path) -> dict:
+    """Step, seed, ladder, preset and variant of a run, from its ``.hydra/`` files."""
+    cfg = OmegaConf.load(path / ".hydra" / "config.yaml")
+    hydra_cfg = OmegaConf.load(path / ".hydra" / "hydra.yaml")
+    return {"step": str(cfg.step_name), "seed": int(cfg.seed), "ladder": str(cfg.ladder.name),
+            "preset": str(cfg.preset_name), "variant": variant(hydra_cfg.hydra.overrides.task)}
+
+
+def _identity_from_path(path: Path) -> dict:
+    """Step, variant and seed from the directory's name (``<step>[,<variant>]/seed<N>``), for a
+    run whose ``.hydra/`` files cannot be read."""
+    step, _, name = path.parent.name.partition(",")
+    seed = path.name[len("seed"):]
+    if not path.name.startswith("seed") or not seed.lstrip("-").isdigit():
+        return {}
+    return {"step": step, "variant": name, "seed": int(seed)}
+
+
+def _with_metrics(record: dict, path: Path) -> dict:
+    """``record`` completed with what ``metrics.json`` says, or marked corrupt and why."""
+    try:
+        metrics = json.loads(path.read_text())
+    except (ValueError, UnicodeDecodeError, OSError) as exc:
+        return {**record, "status": "corrupt", "error": f"metrics.json unreadable: "
+                                                          f"{_one_line(exc)}"}
+    if not isinstance(metrics, dict):
+        return {**record, "status": "corrupt",
+                "error": f"metrics.json holds {type(metrics).__name__}, not a record"}
+    status = metrics.get("status")
+    if status not in ("completed", "failed", "diverged"):
+        return {**record, "status": "corrupt", "error": f"metrics.json: status {status!r}"}
+    if status == "completed" and not all(isinstance(metrics.get(k), (int, float))
+                                         and not isinstance(metrics.get(k), bool)
+                                         for k in NUMBERS):
+        return {**record, "status": "corrupt",
+                "error": f"metrics.json says completed but lacks {', '.join(NUMBERS)}"}
+    record.update({k: v for k, v in metrics.items()
+                   if k not in IDENTITY and not isinstance(v, (dict, list))})
+    record.update(model_columns(metrics.get("model")))
+    record["status"], record["error"] = status, str(metrics.get("error") or "")
+    return record
+
+
 def read_run(path: Path) -> dict:
-    """One run directory as a record; ``status`` says what state it is in."""
+    """One run directory as a record; ``status`` says what state it is in (``corrupt``, with
+    the reason in ``error``, for anything unreadable). Never raises on a run's files."""
     record = {"run_dir": str(path), "status": "not started", "error": ""}
     try:
-        cfg = OmegaConf.load(path / ".hydra" / "config.yaml")
-        record.update(step=cfg.step_name, seed=int(cfg.seed), ladder=cfg.ladder.name,
-                      preset=cfg.preset_name)
-        hydra_cfg = OmegaConf.load(path / ".hydra" / "hydra.yaml")
-        record["variant"] = variant(hydra_cfg.hydra.overrides.task)
-    except Exception as exc:  # no readable Hydra config: take what metrics.json says
-        record["variant"] = ""
-        record["config_error"] = f"{type(exc).__name__}: {exc}"
-    metrics_path = path / "metrics.json"
-    if metrics_path.is_file():
+        record.update(_identity(path))
+    except Exception as exc:
+        return {**record, **_identity_from_path(path), "status": "corrupt",
+                "error": f".hydra/ config unreadable: {_one_line(exc)}"}
+    if (path / "metrics.json").is_file():
+        return _with_metrics(record, path / "metrics.json")
+    if (path / "last.pt").is_file():
         try:
-            metrics = json.loads(metrics_path.read_text())
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            record.update(status="corrupt", error=f"metrics.json unreadable: {exc}")
-            return record
-        record.update({k: v for k, v in metrics.items() if not isinstance(v, (dict, list))})
-        record.update(model_columns(metrics.get("model")))
-        record["status"] = metrics.get("status", "corrupt")
-    elif (path / "last.pt").is_file():
-        done = 0
-        if (path / "epochs.jsonl").is_file():
-            done = len((path / "epochs.jsonl").read_text().splitlines())
+            done = len((path / "epochs.jsonl").read_bytes().splitlines())
+        except OSError:
+            done = 0
         record.update(status="incomplete", error=f"stopped after epoch {done}; rerun to resume")
-    if "step" not in record:
-        record.update(status="corrupt", error=record.get("config_error", "no config"))
     return record
 
 
@@ -252,8 +293,15 @@ def collect(sweep_dir: str | Path, out: str | Path | None = None) -> pd.DataFram
                                 "pass the hydra.sweep.dir of a sweep")
     out = Path(out) if out else sweep_dir
     out.mkdir(parents=True, exist_ok=True)
-    runs = find_runs(sweep_dir)
-    table = summarise(runs, expected_runs(sweep_dir))
+    for name in OUTPUTS:  # never leave a previous sweep's tables looking like this one's
+        (out / name).unlink(missing_ok=True)
+    try:
+        runs = find_runs(sweep_dir)
+        table = summarise(runs, expected_runs(sweep_dir))
+    except Exception as exc:
+        (out / "results.md").write_text(f"# Results: {sweep_dir}\n\nNo table: collecting "
+                                        f"failed ({_one_line(exc)}).\n")
+        raise
     table.to_csv(out / "results.csv", index=False)
     pd.DataFrame(runs).to_csv(out / "runs.csv", index=False)
     (out / "results.md").write_text(to_markdown(table, runs, sweep_dir))

@@ -1,44 +1,82 @@
 """A run's files: ``last.pt`` (save, and resume only into the same config) and JSON records.
 
-Every write goes to a temporary file first and is renamed over the old one, so a kill at any
-moment leaves the previous file whole. The checkpoint holds tensors and plain values only and is
-loaded with ``weights_only=True``. It keeps no random-number state: every epoch reseeds from
-(seed, epoch), so a resumed epoch draws what an uninterrupted one would.
+Every write goes to a temporary file, is flushed to disk (fsync) and renamed over the old one,
+so a kill or a power cut at any moment leaves the previous file whole; a write that fails (a
+full disk) removes its temporary file and says so in one line. The checkpoint holds tensors and
+plain values only and is loaded with ``weights_only=True``. It keeps no random-number state:
+every epoch reseeds from (seed, epoch), so a resumed epoch draws what an uninterrupted one
+would.
 """
 
 from __future__ import annotations
 
+import errno
 import json
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import BinaryIO
 
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from roadmap.runs import comparable, diff_keys
+from roadmap.runs import comparable
 from roadmap.runtime import RunError, unwrap
+from roadmap.train.rundir import CHECKPOINT
 from roadmap.train.setup import Run
 
-CHECKPOINT = "last.pt"
+
+def _no_space(exc: BaseException | None) -> bool:
+    """Whether ``exc`` or what it was raised from is a full disk (torch.save wraps it)."""
+    while exc is not None:
+        if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            return True
+        exc = exc.__cause__ or exc.__context__
+    return False
+
+
+def atomic_write(path: Path, write: Callable[[BinaryIO], None]) -> None:
+    """``write(file)`` into ``path.tmp``, fsync, rename over ``path``, fsync the folder. On any
+    failure the temporary file is removed; a full disk is a :class:`RunError` naming ``path``."""
+    tmp = path.with_name(path.name + ".tmp")
+    try:
+        with open(tmp, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException as exc:
+        tmp.unlink(missing_ok=True)
+        if _no_space(exc):
+            raise RunError(f"no space left on the device writing {path}; free some space or "
+                           "choose another hydra.run.dir (hydra.sweep.dir), then rerun to "
+                           "resume") from exc
+        raise
+    try:
+        folder = os.open(path.parent, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(folder)
+    finally:
+        os.close(folder)
 
 
 def write_json(path: Path, data: dict) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2, default=str) + "\n")
-    os.replace(tmp, path)
+    text = (json.dumps(data, indent=2, default=str) + "\n").encode()
+    atomic_write(path, lambda f: f.write(text))
 
 
 def save_checkpoint(path: Path, state: dict) -> None:
     """Write then rename, so that a kill leaves the previous checkpoint whole."""
-    tmp = path.with_suffix(".pt.tmp")
-    torch.save(state, tmp)
-    os.replace(tmp, path)
+    atomic_write(path, lambda f: torch.save(state, f))
 
 
 def run_config(cfg: DictConfig) -> dict:
-    """What a checkpoint records of its run's config: all of it but the volatile keys."""
-    return comparable(OmegaConf.to_container(cfg, resolve=True))
+    """What a run directory records of its run's config: all of it but the volatile keys, as
+    JSON gives it back (so that a stored and a requested config compare equal)."""
+    return json.loads(json.dumps(comparable(OmegaConf.to_container(cfg, resolve=True))))
 
 
 @dataclass
@@ -53,18 +91,30 @@ class Progress:
     run_id: str | None = None
 
 
-def load_checkpoint(run_dir: Path, cfg: DictConfig) -> dict | None:
-    """``run_dir``'s checkpoint if it has one; refused if it was made with another config."""
-    path = run_dir / CHECKPOINT
-    if not path.is_file():
-        return None
-    checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    changed = diff_keys(json.loads(checkpoint["config"]), run_config(cfg))
-    if changed:
-        raise RunError(f"{run_dir} holds a run with another config (differs in "
-                       f"{', '.join(changed[:5])}); choose another hydra.run.dir or remove "
-                       "that directory")
+CHECKPOINT_KEYS = ("model", "optimizer", "scheduler", "scaler", "epoch", "history", "config")
+
+
+def read_checkpoint(path: Path) -> dict:
+    """A checkpoint (tensors and plain values only), or a :class:`RunError` naming the file and
+    the fix if it is truncated, corrupt or holds anything else."""
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+        missing = [k for k in CHECKPOINT_KEYS if k not in checkpoint]
+        if missing:
+            raise ValueError(f"no {', '.join(missing)}")
+        json.loads(checkpoint["config"])
+    except Exception as exc:
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise RunError(f"{path} is unreadable ({reason[:200]}); remove it to run this run "
+                       f"again from its start (rm {path})") from None
     return checkpoint
+
+
+def load_checkpoint(run_dir: Path) -> dict | None:
+    """``run_dir``'s checkpoint if it has one (its config was checked by
+    :class:`~roadmap.train.rundir.RunDir`)."""
+    path = run_dir / CHECKPOINT
+    return read_checkpoint(path) if path.is_file() else None
 
 
 def restore(run: Run, checkpoint: dict) -> Progress:

@@ -10,6 +10,7 @@ starts.
 from __future__ import annotations
 
 import gzip
+import math
 import pickle
 import struct
 from dataclasses import dataclass
@@ -81,14 +82,23 @@ def _reason(exc: BaseException) -> str:
 
 
 def read_idx(path: Path) -> torch.Tensor:
-    """An IDX file (MNIST's format), gzipped or not, as a uint8 tensor of its shape."""
-    raw = gzip.decompress(path.read_bytes()) if path.suffix == ".gz" else path.read_bytes()
-    zero, dtype, ndim = struct.unpack(">HBB", raw[:4])
-    if zero != 0 or dtype != 0x08:
-        raise DataError(f"{path} is not an unsigned-byte IDX file")
-    shape = struct.unpack(f">{ndim}I", raw[4:4 + 4 * ndim])
-    data = torch.frombuffer(bytearray(raw[4 + 4 * ndim:]), dtype=torch.uint8)
-    return data.reshape(shape)
+    """An IDX file (MNIST's format), gzipped or not, as a uint8 tensor of its shape; a
+    truncated, garbled or short file is a one-line :class:`DataError` naming it."""
+    try:
+        raw = gzip.decompress(path.read_bytes()) if path.suffix == ".gz" else path.read_bytes()
+        zero, dtype, ndim = struct.unpack(">HBB", raw[:4])
+        if zero != 0 or dtype != 0x08 or ndim < 1:
+            raise ValueError("not an unsigned-byte IDX file")
+        shape = struct.unpack(f">{ndim}I", raw[4:4 + 4 * ndim])
+        body = raw[4 + 4 * ndim:]
+        if len(body) != math.prod(shape):
+            raise ValueError(f"{len(body)} bytes of data where its header announces "
+                             f"{math.prod(shape)}")
+    except (OSError, EOFError, ValueError, struct.error) as exc:
+        raise DataError(f"{path} is unreadable ({_reason(exc)}); fix: reinstall it (`apt-get "
+                        "install --reinstall dataset-fashion-mnist`) or delete it so that it is "
+                        "looked for elsewhere or downloaded again") from None
+    return torch.frombuffer(bytearray(body), dtype=torch.uint8).reshape(shape)
 
 
 def _find_idx(folder: Path, stem: str) -> Path | None:
@@ -192,10 +202,33 @@ def load_imagefolder(data: Any) -> FolderDataset:
         if not d.is_dir():
             raise DataError(f"image folder {d} not found; fix: set data.root to a folder with "
                             f"{data.train_dir}/<class>/*.jpg and {data.val_dir}/<class>/*.jpg")
-    train, test = ImageFolder(str(train_dir)), ImageFolder(str(val_dir))
+    try:
+        train, test = ImageFolder(str(train_dir)), ImageFolder(str(val_dir))
+    except FileNotFoundError as exc:  # no class folder, or a class folder with no image
+        raise DataError(f"{_reason(exc)}; fix: every class folder of {train_dir} and {val_dir} "
+                        "needs at least one image (.jpg, .png, ...)") from None
     if train.classes != test.classes:
         raise DataError(f"{train_dir} and {val_dir} have different classes")
+    if data.get("check_images", True):
+        for folder in (train, test):
+            check_image_headers(folder.samples)
     return FolderDataset(train, test, num_classes=len(train.classes))
+
+
+def check_image_headers(samples: list[tuple[str, int]]) -> None:
+    """Open every image's header (no decoding: a few KB each), so that a file that is not an
+    image fails now, in one line, rather than hours into training. Images whose data are
+    damaged past the header are skipped and counted while training (``roadmap.train.loaders``)."""
+    from PIL import Image
+
+    for path, _ in samples:
+        try:
+            with Image.open(path):
+                pass
+        except Exception as exc:
+            raise DataError(f"{path} is not a readable image ({_reason(exc)}); fix: remove or "
+                            "replace it, or set data.check_images=false to skip such files "
+                            "while training") from None
 
 
 # -- synthetic ----------------------------------------------------------------------------------

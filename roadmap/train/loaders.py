@@ -8,6 +8,8 @@ image by image. Either way the augmentation is :mod:`roadmap.train.augment`'s.
 
 from __future__ import annotations
 
+import multiprocessing
+import sys
 from collections.abc import Iterator
 
 import torch
@@ -76,17 +78,37 @@ class ShardSampler(Sampler[int]):
 
 
 class Transformed(Dataset):
-    """An image data set whose images pass through ``transform``."""
+    """An image folder whose images pass through ``transform``. An image that cannot be decoded
+    is reported (its path, once per process), counted in ``skipped`` (shared by the loader's
+    worker processes) and replaced by the next readable one, so a damaged file never stops a
+    run hours in."""
 
-    def __init__(self, images: Dataset, transform) -> None:
+    def __init__(self, images, transform) -> None:
         self.images, self.transform = images, transform
+        self.skipped = multiprocessing.Value("i", 0)
+        self._reported: set[int] = set()
 
     def __len__(self) -> int:
         return len(self.images)
 
     def __getitem__(self, index: int):
-        image, label = self.images[index]
-        return self.transform(image), label
+        for attempt in range(len(self.images)):
+            i = (index + attempt) % len(self.images)
+            try:
+                image, label = self.images[i]
+            except (OSError, ValueError, SyntaxError) as exc:  # PIL's decoding errors
+                self._skip(i, exc)
+                continue
+            return self.transform(image), label
+        raise RuntimeError("no image of the folder can be decoded")
+
+    def _skip(self, index: int, exc: Exception) -> None:
+        with self.skipped.get_lock():
+            self.skipped.value += 1
+        if index not in self._reported:
+            self._reported.add(index)
+            print(f"roadmap: skipped unreadable image {self.images.samples[index][0]} "
+                  f"({exc})", file=sys.stderr)
 
 
 class FolderTrainLoader:
@@ -100,10 +122,15 @@ class FolderTrainLoader:
                                  num_workers=workers, pin_memory=device.type == "cuda",
                                  drop_last=True, persistent_workers=workers > 0)
         self.mix = mixup_cutmix(recipe, num_classes)
-        self.device = device
+        self.device, self.train = device, train
 
     def __len__(self) -> int:
         return len(self.loader)
+
+    @property
+    def skipped(self) -> int:
+        """Training images skipped so far because they could not be decoded."""
+        return self.train.skipped.value
 
     def epoch(self, seed: int):
         self.sampler.set_epoch(seed)  # the permutation is seeded by sampler seed (0) + this

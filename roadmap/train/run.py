@@ -1,9 +1,10 @@
 """One run, start to end: :func:`train` (skip, resume, train, evaluate, checkpoint, record).
 
-Each run directory holds Hydra's ``.hydra/``, the run's ``metrics.json``, per-epoch
-``epochs.jsonl`` and ``last.pt``. Rerunning the same command resumes from ``last.pt``; a
-completed run is skipped. Under ``torchrun`` every process trains its shard and only rank 0
-writes.
+Each run directory holds Hydra's ``.hydra/``, the run's ``config.json`` (what it computes),
+``metrics.json``, per-epoch ``epochs.jsonl``, ``last.pt`` and ``.lock`` (see
+:mod:`roadmap.train.rundir`). Rerunning the same command resumes from ``last.pt``; a completed
+run of the same config is skipped. Under ``torchrun`` every process trains its shard and only
+rank 0 writes.
 """
 
 from __future__ import annotations
@@ -11,24 +12,26 @@ from __future__ import annotations
 import json
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from roadmap.runtime import Dist
+from roadmap.runtime import Dist, RunError
 from roadmap.train.checkpoint import (
-    CHECKPOINT,
     Progress,
     checkpoint_state,
     load_checkpoint,
     restore,
+    run_config,
     save_checkpoint,
     write_json,
 )
 from roadmap.train.loop import Diverged, EpochStats, evaluate, train_epoch
-from roadmap.train.setup import Run, prepare
+from roadmap.train.rundir import CHECKPOINT, METRICS, RunDir
+from roadmap.train.setup import Run, check_values, prepare
 from roadmap.train.tracking import make_tracker
 
 
@@ -42,17 +45,36 @@ def show_progress(setting: Any) -> bool:
     return bool(setting)
 
 
-def train(cfg: DictConfig, run_dir: str | Path) -> dict:
-    """Train ``cfg``'s step in ``run_dir`` (resuming it if it holds a ``last.pt``): metrics."""
-    run_dir = Path(run_dir)
-    metrics_path = run_dir / "metrics.json"
-    if metrics_path.is_file():
-        previous = json.loads(metrics_path.read_text())
-        if previous.get("status") == "completed":
-            print(f"roadmap: {run_dir} already completed (top-1 {previous.get('top1'):.2f}); "
+def train(cfg: DictConfig, run_dir: str | Path,
+          on_claim: Callable[[], None] | None = None) -> dict:
+    """Train ``cfg``'s step in ``run_dir``: metrics. A completed run of the same config is
+    returned as it is; an unfinished one resumes from ``last.pt``. A directory that another
+    process is writing (:class:`RunLocked`) or that holds another config's run
+    (:class:`RunRefused`) is refused before anything is written in it. ``on_claim`` runs once
+    the directory is this run's (the entry point writes Hydra's files then)."""
+    run_dir, dist = Path(run_dir), Dist.from_env()
+    directory = RunDir(run_dir)
+    if dist.main:
+        directory.lock()
+    try:
+        config = run_config(cfg)
+        directory.check_config(config)
+        previous = directory.completed_metrics()
+        if previous is not None:
+            print(f"roadmap: {run_dir} already completed (top-1 {previous['top1']:.2f}); "
                   "skipping", file=sys.stderr)
             return previous
-    dist = Dist.from_env()
+        if dist.main:
+            directory.claim(config)
+            if on_claim is not None:
+                on_claim()
+        return _recorded(cfg, run_dir, dist)
+    finally:
+        directory.unlock()
+
+
+def _recorded(cfg: DictConfig, run_dir: Path, dist: Dist) -> dict:
+    """Run, and record in ``metrics.json`` how it ended: completed, diverged or failed."""
     base = {"step": cfg.step_name, "ladder": cfg.ladder.name, "seed": cfg.seed,
             "preset": cfg.preset_name, "dataset": cfg.data.name, "recipe": cfg.recipe.name}
     started = time.time()
@@ -62,19 +84,22 @@ def train(cfg: DictConfig, run_dir: str | Path) -> dict:
         metrics = {**base, "status": "diverged", "error": str(exc),
                    "wall_s": time.time() - started}
         if dist.main:
-            write_json(metrics_path, metrics)
+            write_json(run_dir / METRICS, metrics)
         return metrics
     except BaseException as exc:
         if dist.main:
-            run_dir.mkdir(parents=True, exist_ok=True)
-            write_json(metrics_path, {**base, "status": "failed",
-                                      "error": f"{type(exc).__name__}: {exc}",
-                                      "wall_s": time.time() - started})
+            record = {**base, "status": "failed", "error": f"{type(exc).__name__}: {exc}",
+                      "wall_s": time.time() - started}
+            try:
+                write_json(run_dir / METRICS, record)
+            except (OSError, RunError):  # e.g. the disk is full: the error itself is raised
+                pass
         raise
 
 
 def _train(cfg: DictConfig, run_dir: Path, base: dict, dist: Dist) -> dict:
-    checkpoint = load_checkpoint(run_dir, cfg)  # a run of another config is refused first
+    check_values(cfg)
+    checkpoint = load_checkpoint(run_dir)
     run = prepare(cfg, dist)
     progress = restore(run, checkpoint) if checkpoint is not None else Progress()
     main = run.dist.main
@@ -107,7 +132,7 @@ def _train(cfg: DictConfig, run_dir: Path, base: dict, dist: Dist) -> dict:
     tracker.summary({k: v for k, v in metrics.items() if isinstance(v, (int, float))})
     tracker.finish()
     if main:
-        write_json(run_dir / "metrics.json", metrics)
+        write_json(run_dir / METRICS, metrics)
     return metrics
 
 
@@ -128,6 +153,8 @@ def run_epoch(cfg: DictConfig, run: Run, epoch: int, progress: Progress) -> dict
               "lr": s.optimizer.param_groups[0]["lr"],
               "train_images_per_s": stats.images * world / stats.seconds,
               "epoch_s": stats.seconds}
+    if hasattr(run.train_batches, "skipped"):
+        record["skipped_images"] = run.train_batches.skipped
     if s.ema is not None:
         ema_results = evaluate(s.ema.module, run.eval_batches, run.device, run.dist, s.autocast)
         record.update({f"ema_{k}": v for k, v in ema_results.items()})

@@ -7,11 +7,12 @@ run trains (:func:`run_model`, :func:`train_loader`).
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
 import torch
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 from torch import nn
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
@@ -38,6 +39,55 @@ from roadmap.train.loaders import (
 )
 from roadmap.train.loop import Stepper
 from roadmap.train.optim import Schedule, build_optimizer, build_scheduler
+
+INTEGERS = {"seed": None, "epochs": 1, "batch_size": 1, "eval_batch_size": 1,
+            "checkpoint_every": 1, "accum_steps": 1, "workers": 0, "data.image_size": 1}
+"""Keys that must be integers, with their least valid value (None: any)."""
+CHOICES = {"device": ("auto", "cpu", "cuda"), "precision": ("auto", "fp32", "bf16", "fp16"),
+           "channels_last": ("auto", True, False), "compile": (True, False),
+           "progress": ("auto", True, False), "recipe.optimizer": ("sgd", "adamw"),
+           "recipe.schedule": ("cosine", "step"), "logger.name": ("wandb", "none"),
+           "data.crop": ("pad", "resized", "none")}
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _value_errors(cfg: DictConfig) -> Iterator[str]:
+    for key, least in INTEGERS.items():
+        value = OmegaConf.select(cfg, key)
+        if not _is_int(value) or (least is not None and value < least):
+            yield f"{key}={value} is invalid: must be an integer" + (
+                f" >= {least}" if least is not None else "")
+    for key, choices in CHOICES.items():
+        value = OmegaConf.select(cfg, key)
+        if not any(value == c and type(value) is type(c) for c in choices):
+            shown = ", ".join(str(c).lower() if isinstance(c, bool) else c for c in choices)
+            yield f"{key}={value} is invalid; valid values: {shown}"
+    for key in ("scale.width", "scale.depth"):
+        if not _is_number(OmegaConf.select(cfg, key)) or OmegaConf.select(cfg, key) <= 0:
+            yield f"{key}={OmegaConf.select(cfg, key)} is invalid: must be a number > 0"
+    if cfg.lr is not None and (not _is_number(cfg.lr) or cfg.lr <= 0):
+        yield f"lr={cfg.lr} is invalid: must be a number > 0, or null for the recipe's rule"
+    if cfg.total_batch is not None and (not _is_int(cfg.total_batch) or cfg.total_batch < 1):
+        yield f"total_batch={cfg.total_batch} is invalid: must be an integer >= 1, or null"
+    if cfg.data.crop == "pad" and (not _is_int(cfg.data.padding) or cfg.data.padding < 0):
+        yield f"data.padding={cfg.data.padding} is invalid: must be an integer >= 0"
+    if not (_is_number(cfg.recipe.label_smoothing) and 0 <= cfg.recipe.label_smoothing < 1):
+        yield (f"recipe.label_smoothing={cfg.recipe.label_smoothing} is invalid: must be a "
+               "number in [0, 1)")
+
+
+def check_values(cfg: DictConfig) -> None:
+    """Every run setting's type and range, before any work: the first bad one as a
+    :class:`RunError` naming the key and what is valid."""
+    for error in _value_errors(cfg):
+        raise RunError(error)
 
 
 def resolve_accumulation(cfg: DictConfig, world: int) -> int:

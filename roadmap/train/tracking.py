@@ -1,12 +1,15 @@
 """Experiment tracking: Weights & Biases (offline by default) or nothing.
 
 The run directory stays the source of truth; the tracker only mirrors config, per-epoch metrics,
-parameters and GFLOPs.
+parameters and GFLOPs. ``logger.mode=online`` waits at most ``logger.init_timeout`` seconds for
+the server (no network, no API key: a warning, then the run logs offline and can be synced
+later with ``wandb sync``): tracking never stops a run.
 """
 
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -31,11 +34,20 @@ class WandbTracker(NullTracker):
 
         os.environ.setdefault("WANDB_SILENT", "true")
         self.wandb = wandb
-        self.run = wandb.init(
-            project=logger.project, entity=logger.entity, group=logger.group,
-            tags=list(logger.tags), name=name, dir=str(run_dir), mode=logger.mode,
-            config=config, id=run_id, resume="allow" if run_id else None,
-        )
+        options = dict(project=logger.project, entity=logger.entity, group=logger.group,
+                       tags=list(logger.tags), name=name, dir=str(run_dir), config=config,
+                       id=run_id, resume="allow" if run_id else None)
+        timeout = float(logger.get("init_timeout", 30))
+        try:
+            self.run = wandb.init(mode=logger.mode, **options,
+                                  settings=wandb.Settings(init_timeout=timeout))
+        except Exception as exc:
+            if logger.mode == "offline":
+                raise
+            reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            print(f"roadmap: wandb could not start online ({reason[:160]}); logging offline "
+                  f"instead (upload later: wandb sync {run_dir}/wandb)", file=sys.stderr)
+            self.run = wandb.init(mode="offline", **options)
         self.run_id = self.run.id
 
     def log(self, values: dict, step: int) -> None:

@@ -1,0 +1,326 @@
+"""Runs that never lie: a run directory is bound to its config and has one writer; bad values,
+corrupt files and a full disk fail in one line before work; collect never crashes."""
+
+import gzip
+import json
+import os
+import shutil
+import signal
+import struct
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from omegaconf import OmegaConf
+from PIL import Image
+
+from roadmap.conf import compose
+from roadmap.results.collect import collect
+from roadmap.runtime import RunError
+from roadmap.train import train
+from roadmap.train.data import DataError, load_dataset
+from roadmap.train.rundir import RunRefused
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def smoke(*overrides: str):
+    return compose(["step=resnet50", "preset=smoke", "logger=none", *overrides])
+
+
+def cli(*args: str, timeout: int = 300) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "roadmap.train", *args], cwd=ROOT,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def sweep(out: Path, *args: str, **kwargs):
+    return subprocess.Popen([sys.executable, "-m", "roadmap.train", "--multirun", *args,
+                             f"hydra.sweep.dir={out}"], cwd=ROOT, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, **kwargs)
+
+
+def snapshot(folder: Path) -> dict:
+    return {p: p.read_bytes() for p in folder.rglob("*") if p.is_file() and p.name != ".lock"}
+
+
+def last_line(result) -> str:
+    return result.stderr.strip().splitlines()[-1]
+
+
+# -- 1. a completed run is reused only for its own config -------------------------------------
+
+def test_a_completed_run_is_not_reused_for_another_config(tmp_path):
+    first = train(smoke("epochs=1"), tmp_path)
+    before = snapshot(tmp_path)
+    with pytest.raises(RunRefused, match=r"holds a run with another config \(differs in lr\)"):
+        train(smoke("epochs=1", "lr=0.5"), tmp_path)
+    assert snapshot(tmp_path) == before
+    assert train(smoke("epochs=1"), tmp_path) == first  # its own config still reuses it
+
+
+def test_a_sweep_into_the_same_out_with_another_preset_is_refused(tmp_path):
+    out = tmp_path / "sweep"
+    args = ["step=resnet50", "logger=none", "epochs=1"]
+    first = sweep(out, *args, "preset=smoke")
+    assert first.wait(300) == 0, first.stderr.read()[-2000:]
+    before = snapshot(out / "resnet50,epochs=1")
+    second = sweep(out, *args, "preset=cpu")  # the same subdirectories, another data set
+    assert second.wait(300) != 0
+    assert "holds a run with another config (differs in" in second.stderr.read()
+    assert snapshot(out / "resnet50,epochs=1") == before  # .hydra/ and metrics untouched
+    assert collect(out)["status"].tolist() == ["ok"]
+
+
+# -- 2. one writer per run directory ------------------------------------------------------------
+
+def test_a_second_writer_fails_at_once_naming_the_holder(tmp_path):
+    args = ["step=resnet50", "preset=smoke", "logger=none", "epochs=100",
+            f"hydra.run.dir={tmp_path}"]
+    first = subprocess.Popen([sys.executable, "-m", "roadmap.train", *args], cwd=ROOT,
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while time.time() < deadline and not (tmp_path / "config.json").is_file():
+        time.sleep(0.05)
+    for other in (args, [*args, "seed=1"]):  # the same run, and another seed on that folder
+        t0 = time.time()
+        result = cli(*other)
+        assert result.returncode == 2 and time.time() - t0 < 60
+        assert f"is being written by pid {first.pid} on" in last_line(result)
+    assert first.poll() is None, "the first run ended before the second writer came"
+    first.send_signal(signal.SIGKILL)
+    first.wait()
+    # one writer's files only: its epochs in order, its checkpoint, its config
+    done = torch.load(tmp_path / "last.pt", weights_only=True)["epoch"]
+    lines = (tmp_path / "epochs.jsonl").read_text().splitlines()
+    assert [json.loads(line)["epoch"] for line in lines][:done] == list(range(1, done + 1))
+    assert json.loads((tmp_path / "config.json").read_text())["seed"] == 0
+    assert not (tmp_path / "metrics.json").exists()
+
+
+def test_two_sweeps_on_one_out_share_the_work(tmp_path):
+    out = tmp_path / "sweep"
+    args = ["step=resnet50,recipe,stage_ratio,patchify_stem", "preset=smoke", "logger=none",
+            "epochs=2"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    a, b = sweep(out, *args, env=env), sweep(out, *args, env=env)
+    assert a.wait(600) == 0 and b.wait(600) == 0
+    for path in out.glob("*/seed0/epochs.jsonl"):
+        assert [json.loads(x)["epoch"] for x in path.read_text().splitlines()] == [1, 2]
+    table = collect(out)
+    assert (table["status"] == "ok").all() and len(table) == 4
+
+
+# -- 3, 4, 7. every bad value refused before work, in one line ---------------------------------
+
+@pytest.mark.parametrize("override,message", [
+    ("epochs=0", "epochs=0 is invalid: must be an integer >= 1"),
+    ("epochs=-1", "epochs=-1 is invalid: must be an integer >= 1"),
+    ("batch_size=0", "batch_size=0 is invalid: must be an integer >= 1"),
+    ("batch_size=-4", "batch_size=-4 is invalid: must be an integer >= 1"),
+    ("eval_batch_size=0", "eval_batch_size=0 is invalid: must be an integer >= 1"),
+    ("checkpoint_every=0", "checkpoint_every=0 is invalid: must be an integer >= 1"),
+    ("seed=abc", "seed=abc is invalid: must be an integer"),
+    ("precision=fp8", "precision=fp8 is invalid; valid values: auto, fp32, bf16, fp16"),
+    ("scale.width=0", "scale.width=0 is invalid: must be a number > 0"),
+    ("lr=-1", "lr=-1 is invalid: must be a number > 0, or null for the recipe's rule"),
+])
+def test_bad_values_fail_before_work(tmp_path, override, message):
+    with pytest.raises(RunError) as info:
+        train(smoke(override), tmp_path)
+    assert str(info.value) == message
+    assert not (tmp_path / "last.pt").exists()
+    assert not (tmp_path / "epochs.jsonl").exists()  # no data loaded, no model built
+    # the directory is not bound to the bad value: the corrected run goes ahead
+    assert train(smoke("epochs=1"), tmp_path)["status"] == "completed"
+
+
+def test_a_bad_value_on_the_command_line_is_one_line(tmp_path):
+    result = cli("step=resnet50", "preset=smoke", "logger=none", "epochs=0",
+                 f"hydra.run.dir={tmp_path}")
+    assert result.returncode == 2
+    assert result.stderr.strip() == "error: epochs=0 is invalid: must be an integer >= 1"
+
+
+def make_folder(root: Path, classes: int = 3, per_class: int = 6) -> None:
+    for split in ("train", "val"):
+        for c in range(classes):
+            d = root / split / f"class{c}"
+            d.mkdir(parents=True)
+            for i in range(per_class):
+                Image.new("RGB", (40, 36), (80 * c, 255 - 80 * c, 37 * i)).save(d / f"{i}.png")
+
+
+def folder_args(root: Path) -> list[str]:
+    return ["data=imagefolder", f"data.root={root}", "data.num_classes=3", "data.image_size=32",
+            "workers=0", "batch_size=6", "epochs=1"]
+
+
+def test_empty_image_folders_fail_at_start(tmp_path):
+    make_folder(tmp_path)
+    for image in (tmp_path / "train" / "class1").iterdir():
+        image.unlink()
+    with pytest.raises(DataError, match="class1") as info:
+        load_dataset(smoke(*folder_args(tmp_path)).data)
+    assert "\n" not in str(info.value) and "needs at least one image" in str(info.value)
+    shutil.rmtree(tmp_path / "train")
+    (tmp_path / "train").mkdir()
+    with pytest.raises(DataError, match="Couldn't find any class folder"):
+        load_dataset(smoke(*folder_args(tmp_path)).data)
+
+
+def test_a_file_that_is_not_an_image_fails_at_start_naming_it(tmp_path):
+    make_folder(tmp_path)
+    bad = tmp_path / "val" / "class2" / "3.png"
+    bad.write_bytes(b"not an image at all")
+    with pytest.raises(DataError, match=f"{bad} is not a readable image"):
+        train(smoke(*folder_args(tmp_path)), tmp_path / "run")
+    assert not (tmp_path / "run" / "last.pt").exists()
+
+
+def test_an_image_damaged_past_its_header_is_skipped_and_counted(tmp_path):
+    make_folder(tmp_path)
+    damaged = tmp_path / "train" / "class0" / "2.jpg"
+    noise = torch.randint(0, 256, (64, 64, 3), dtype=torch.uint8).numpy()
+    Image.fromarray(noise).save(damaged, quality=95)
+    raw = damaged.read_bytes()
+    damaged.write_bytes(raw[: len(raw) // 2])  # the header survives, half the data do not
+    (tmp_path / "train" / "class0" / "2.png").unlink()
+    metrics = train(smoke(*folder_args(tmp_path)), tmp_path / "run")
+    assert metrics["status"] == "completed"
+    record = json.loads((tmp_path / "run" / "epochs.jsonl").read_text().splitlines()[-1])
+    assert record["skipped_images"] == 1
+
+
+@pytest.mark.parametrize("damage", ["truncated", "garbage", "short"])
+def test_corrupt_fashion_mnist_files_are_one_line(tmp_path, damage):
+    folder = tmp_path / "fashion_mnist"
+    folder.mkdir()
+    for split, n in (("train", 20), ("t10k", 10)):
+        images = torch.randint(0, 256, (n, 28, 28), dtype=torch.uint8)
+        labels = torch.arange(n, dtype=torch.uint8) % 10
+        for name, array in ((f"{split}-images-idx3-ubyte", images),
+                            (f"{split}-labels-idx1-ubyte", labels)):
+            raw = struct.pack(">HBB", 0, 8, array.dim())
+            raw += struct.pack(f">{array.dim()}I", *array.shape) + array.numpy().tobytes()
+            (folder / (name + ".gz")).write_bytes(gzip.compress(raw))
+    broken = folder / "train-images-idx3-ubyte.gz"
+    raw = broken.read_bytes()
+    broken.write_bytes({"truncated": raw[: len(raw) // 2], "garbage": b"\x1f\x8bgarbage" * 9,
+                        "short": gzip.compress(gzip.decompress(raw)[:-100])}[damage])
+    data = OmegaConf.create({**OmegaConf.to_container(compose(["step=gelu"]).data),
+                             "root": str(tmp_path), "download": False})
+    with pytest.raises(DataError) as info:
+        load_dataset(data)
+    assert str(info.value).startswith(f"{broken} is unreadable (")
+    assert "\n" not in str(info.value) and "fix:" in str(info.value)
+
+
+# -- 5. corruption -------------------------------------------------------------------------------
+
+def test_an_unreadable_metrics_json_resumes_from_last_pt(tmp_path):
+    first = train(smoke("epochs=2"), tmp_path)
+    (tmp_path / "metrics.json").write_text('{"status": "compl')
+    again = train(smoke("epochs=2"), tmp_path)
+    assert again["status"] == "completed" and again["top1"] == first["top1"]
+    assert json.loads((tmp_path / "metrics.json").read_text())["top1"] == first["top1"]
+
+
+@pytest.mark.parametrize("content", [b"", b"PK\x03\x04 truncated"])
+def test_an_unreadable_last_pt_is_one_line_naming_it(tmp_path, content):
+    train(smoke("epochs=1"), tmp_path)
+    (tmp_path / "metrics.json").unlink()
+    (tmp_path / "last.pt").write_bytes(content)
+    with pytest.raises(RunError) as info:
+        train(smoke("epochs=1"), tmp_path)
+    message = str(info.value)
+    assert message.startswith(f"{tmp_path / 'last.pt'} is unreadable (") and "\n" not in message
+    assert f"rm {tmp_path / 'last.pt'}" in message
+
+
+def test_a_full_disk_is_one_line_and_leaves_no_temporary_files(tmp_path):
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=600k", "tmpfs", str(disk)],
+                             capture_output=True)
+    if mounted.returncode != 0:
+        pytest.skip("mounting a small tmpfs needs root (CAP_SYS_ADMIN): "
+                    + mounted.stderr.decode().strip()[:100])
+    try:
+        with pytest.raises(RunError, match="no space left on the device writing .*last.pt"):
+            train(smoke("epochs=1"), disk / "run")  # last.pt is about 1.2 MB
+        assert not list(disk.rglob("*.tmp"))
+        record = json.loads((disk / "run" / "metrics.json").read_text())
+        assert record["status"] == "failed" and "no space left" in record["error"]
+    finally:
+        subprocess.run(["umount", str(disk)], check=False)
+
+
+# -- 6. collect never crashes --------------------------------------------------------------------
+
+def test_collect_marks_odd_run_directories_corrupt_and_rewrites_the_table(tmp_path):
+    out = tmp_path / "sweep"
+    result = sweep(out, "step=resnet50,recipe,stage_ratio,patchify_stem", "seed=0,1",
+                   "preset=smoke", "logger=none", "epochs=1", "data.train_size=200")
+    assert result.wait(600) == 0
+    (out / "results.md").write_text("a previous sweep's table")
+    (out / "resnet50,data.train_size=200,epochs=1/seed0/metrics.json").write_text("null")
+    (out / "resnet50,data.train_size=200,epochs=1/seed1/metrics.json").write_text(
+        '{"status": "completed"}')
+    run = out / "recipe,data.train_size=200,epochs=1/seed0"
+    (run / "metrics.json").unlink()
+    (run / "epochs.jsonl").write_bytes(b"\xff\xfe not utf-8\n")
+    (out / "stage_ratio,data.train_size=200,epochs=1/seed1/.hydra/config.yaml").write_text(
+        "step_name: [unclosed\n  : -")
+    table = collect(out)
+    rows = {r["step"]: r["status"] for r in table.to_dict("records")}
+    assert "seed 0 corrupt: metrics.json holds NoneType" in rows["resnet50"]
+    assert "seed 1 corrupt: metrics.json says completed but lacks top1" in rows["resnet50"]
+    assert "seed 0 incomplete: stopped after epoch 1" in rows["recipe"]
+    assert "seed 1 corrupt: .hydra/ config unreadable" in rows["stage_ratio"]
+    assert rows["patchify_stem"] == "ok"
+    assert (table["variant"] == "data.train_size=200,epochs=1").all()
+    md = (out / "results.md").read_text()
+    assert "a previous sweep" not in md and "corrupt" in md
+
+
+# -- 8. smaller ------------------------------------------------------------------------------------
+
+def test_eval_batch_size_is_part_of_the_run(tmp_path):
+    train(smoke("epochs=1"), tmp_path)
+    with pytest.raises(RunRefused, match="eval_batch_size"):
+        train(smoke("epochs=1", "eval_batch_size=100"), tmp_path)
+    assert train(smoke("epochs=1", "checkpoint_every=5", "progress=false"),
+                 tmp_path)["status"] == "completed"  # volatile keys may change
+
+
+def test_online_wandb_without_network_falls_back_to_offline(tmp_path, monkeypatch):
+    monkeypatch.setenv("WANDB_BASE_URL", "http://127.0.0.1:9")  # nothing listens there
+    monkeypatch.setenv("WANDB_API_KEY", "0" * 40)
+    t0 = time.time()
+    metrics = train(compose(["step=resnet50", "preset=smoke", "logger=wandb", "epochs=1",
+                             "logger.mode=online", "logger.init_timeout=2"]), tmp_path)
+    assert metrics["status"] == "completed" and time.time() - t0 < 90
+    assert list((tmp_path / "wandb").glob("offline-run-*"))
+
+
+def test_killing_make_stops_the_sweep_and_writes_the_table(tmp_path):
+    out = tmp_path / "sweep"
+    make = subprocess.Popen(["make", "roadmap", "PRESET=smoke", f"OUT={out}",
+                             "ARGS=logger=none epochs=2"], cwd=ROOT, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    deadline = time.time() + 300
+    while time.time() < deadline and not list(out.glob("*/seed0/metrics.json")):
+        time.sleep(0.1)
+    make.send_signal(signal.SIGKILL)
+    make.wait()
+    deadline = time.time() + 60
+    while time.time() < deadline:
+        alive = subprocess.run(["pgrep", "-f", f"hydra.sweep.dir={out}"], capture_output=True)
+        if alive.returncode != 0 and (out / "results.md").is_file():
+            break
+        time.sleep(0.2)
+    assert alive.returncode != 0, "the sweep outlived make"
+    assert "| ok" in (out / "results.md").read_text()
