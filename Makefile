@@ -64,6 +64,7 @@ notebook: $(STAMP) ## execute analysis/ladder.py on RESULTS, writing an .ipynb b
 bench: $(STAMP) data ## speed of every step vs torchvision and the machine's peak -> BENCHMARKS.md
 	$(PY) -m roadmap.bench preset=cpu name=cpu-32px
 	$(PY) -m roadmap.bench preset=imagenet name=imagenet-224px batch_size=8 steps=1 repeats=5 warmup=1 data=false
+	$(PY) -m roadmap.bench preset=cpu name=cpu-data-path models=false data=false augment=true
 
 clean: ## remove the venv and caches (keeps runs/)
 	rm -rf $(VENV) .pytest_cache .ruff_cache *.egg-info

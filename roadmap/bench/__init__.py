@@ -3,7 +3,7 @@
     python -m roadmap.bench [preset=cpu] [name=cpu-32px] [image_size=N] [batch_size=N]
         [steps=5] [repeats=5] [warmup=2] [dtype=fp32|bf16] [channels_last=auto] [compile=false]
         [device=auto] [ladder=resnet50] [only=resnet50,gelu] [data=true] [pairs=10]
-        [breakdown=true] [out=benchmarks]
+        [breakdown=true] [models=true] [augment=false] [out=benchmarks]
 
 Measured on the current device after warm-up, as medians of ``repeats`` timings of ``steps``
 steps each, for the preset's models (its width/depth scale), resolution and batch:
@@ -15,7 +15,11 @@ steps each, for the preset's models (its width/depth scale), resolution and batc
 3. each step's achieved training FLOP/s (3 x forward FLOPs x images/s) against the peak of a
    large matrix multiply measured in the same run, and (``breakdown=true``) where its time goes;
 4. (``data=true``) for the ``cpu`` and ``cifar10`` presets: the share of a training step spent
-   getting and augmenting the batch, and the data path's own images/s.
+   getting and augmenting the batch, and the data path's own images/s;
+5. (``augment=true``) the in-memory data path with the whole convnext recipe, batched against
+   per-image (timm's PIL ops) at batch 128 and 1024, and its share of a cpu-preset step.
+
+``models=false`` skips 1-3.
 
 Each run writes ``<out>/<name>.json``; ``BENCHMARKS.md`` is rebuilt from every JSON in ``out``.
 Modules: ``timing`` (the measurements), ``breakdown`` (time by kind of operation), ``report``
@@ -35,7 +39,8 @@ from roadmap.runtime import RunError
 OWN_KEYS = {"preset": "cpu", "name": "", "image_size": "", "batch_size": "", "steps": "5",
             "repeats": "5", "warmup": "2", "dtype": "fp32", "channels_last": "auto",
             "compile": "false", "device": "auto", "ladder": "resnet50", "only": "",
-            "data": "true", "out": "benchmarks", "pairs": "10", "breakdown": "true"}
+            "data": "true", "out": "benchmarks", "pairs": "10", "breakdown": "true",
+            "models": "true", "augment": "false"}
 
 
 def parse(argv: Sequence[str]) -> tuple[dict[str, str], list[str]]:
@@ -44,6 +49,9 @@ def parse(argv: Sequence[str]) -> tuple[dict[str, str], list[str]]:
     if own["channels_last"] not in ("auto", "true", "false"):
         raise ValueError(f"channels_last={own['channels_last']} is invalid; valid values: auto, "
                          "true, false")
+    for key in ("models", "augment", "data", "breakdown", "compile"):
+        if own[key] not in ("true", "false"):
+            raise ValueError(f"{key}={own[key]} is invalid; valid values: true, false")
     if own["dtype"] not in ("fp32", "bf16"):
         raise ValueError(f"dtype={own['dtype']} is invalid; valid values: fp32, bf16")
     for key in ("steps", "repeats", "pairs"):

@@ -84,6 +84,62 @@ def _ratio_text(v: dict, kind: str) -> str:
     return f"{v[f'{kind}_ratio']:.3f}{interval}"
 
 
+def _header(r: dict) -> list[str]:
+    m = r["machine"]
+    made = f" Made by commit {r['commit']}." if r.get("commit") else (
+        " Made before benchmark runs recorded their commit.")
+    return [f"## {r['name']}", "",
+            f"`{r['command']}` on {r['device']} ({m['cpu']}, {m['threads']} threads"
+            + (f", {m['gpu']}" if m.get("gpu") else "") + f"), torch {m['torch']}, "
+            f"torchvision {m['torchvision']}; {r['dtype']}, channels_last="
+            f"{str(r['channels_last']).lower()}, compile={str(r['compile']).lower()}; "
+            f"{r['image_size']}x{r['image_size']}, batch {r['batch']}. Peak of a 2048^2 "
+            f"matmul: {r['peak_flops_per_s'] / 1e9:.1f} GFLOP/s"
+            + (f"; copy bandwidth: {r['bandwidth_bytes_per_s'] / 1e9:.1f} GB/s"
+               if r.get("bandwidth_bytes_per_s") else "") + "." + made, ""]
+
+
+def _model_tables(r: dict) -> list[str]:
+    lines = md_table(
+        ["step", "params", "GMACs/img", "train img/s", "infer img/s", "train GFLOP/s",
+         "of peak"],
+        [[s["step"], f"{s['params']:,}", f"{s['gmacs']:.4f}",
+          f"{s['train_images_per_s']:.1f}", f"{s['infer_images_per_s']:.1f}",
+          f"{s['train_flops_per_s'] / 1e9:.1f}", f"{100 * s['peak_fraction']:.1f}%"]
+         for s in r["steps_table"]])
+    lines += ["", "Ours against torchvision (full-size models, same input):", ""]
+    lines += md_table(
+        ["step", "torchvision", "train ours", "train tv", "ratio [95%]", "infer ours",
+         "infer tv", "ratio [95%]"],
+        [[v["step"], v["torchvision"], f"{v['train_ours']:.1f}",
+          f"{v['train_torchvision']:.1f}", _ratio_text(v, "train"),
+          f"{v['infer_ours']:.1f}", f"{v['infer_torchvision']:.1f}",
+          _ratio_text(v, "infer")] for v in r["versus_torchvision"]])
+    if any("breakdown" in st for st in r["steps_table"]):
+        lines += ["", *bound_notes(r)]
+    return lines
+
+
+def _share_table(rows: list[dict]) -> list[str]:
+    return md_table(
+        ["preset", "step", "data", "batch", "share of a step", "data img/s", "step img/s"],
+        [[d["preset"], d["step"], d["source"], d["batch"], f"{100 * d['data_share']:.1f}%",
+          f"{d['data_images_per_s']:.0f}", f"{d['step_images_per_s']:.0f}"] for d in rows])
+
+
+def _augment_tables(a: dict) -> list[str]:
+    lines = ["In-memory data path with the whole convnext recipe (RandAugment "
+             "rand-m9-mstd0.5-inc1, Mixup 0.8 / CutMix 1.0, random erasing 0.25, crop, flip) on "
+             f"{a['source']}: batched on the device against per-image (timm's PIL RandAugment "
+             "and RandomErasing image by image), the same batches, the same run:", ""]
+    lines += md_table(["batch", "batched img/s", "per-image img/s", "batched / per-image"],
+                      [[v["batch"], f"{v['batched_images_per_s']:.0f}",
+                        f"{v['per_image_images_per_s']:.0f}", f"{v['speedup']:.1f}x"]
+                       for v in a["versions"]])
+    lines += ["", "Its share of a cpu-preset training step with that recipe:", ""]
+    return lines + _share_table(a["share"])
+
+
 def render(results: list[dict]) -> str:
     lines = ["# Benchmarks", "",
              "Written by `make bench` (`python -m roadmap.bench`) from the JSON files in "
@@ -93,40 +149,13 @@ def render(results: list[dict]) -> str:
              "the rounds' ratios with its 95% interval (> 1: ours is faster; an interval across "
              "1 means this machine cannot tell the two apart).", ""]
     for r in results:
-        m = r["machine"]
-        lines += [f"## {r['name']}", "",
-                  f"`{r['command']}` on {r['device']} ({m['cpu']}, {m['threads']} threads"
-                  + (f", {m['gpu']}" if m.get("gpu") else "") + f"), torch {m['torch']}, "
-                  f"torchvision {m['torchvision']}; {r['dtype']}, channels_last="
-                  f"{str(r['channels_last']).lower()}, compile={str(r['compile']).lower()}; "
-                  f"{r['image_size']}x{r['image_size']}, batch {r['batch']}. Peak of a 2048^2 "
-                  f"matmul: {r['peak_flops_per_s'] / 1e9:.1f} GFLOP/s"
-                  + (f"; copy bandwidth: {r['bandwidth_bytes_per_s'] / 1e9:.1f} GB/s"
-                     if r.get("bandwidth_bytes_per_s") else "") + ".", ""]
-        lines += md_table(
-            ["step", "params", "GMACs/img", "train img/s", "infer img/s", "train GFLOP/s",
-             "of peak"],
-            [[s["step"], f"{s['params']:,}", f"{s['gmacs']:.4f}",
-              f"{s['train_images_per_s']:.1f}", f"{s['infer_images_per_s']:.1f}",
-              f"{s['train_flops_per_s'] / 1e9:.1f}", f"{100 * s['peak_fraction']:.1f}%"]
-             for s in r["steps_table"]])
-        lines += ["", "Ours against torchvision (full-size models, same input):", ""]
-        lines += md_table(
-            ["step", "torchvision", "train ours", "train tv", "ratio [95%]", "infer ours",
-             "infer tv", "ratio [95%]"],
-            [[v["step"], v["torchvision"], f"{v['train_ours']:.1f}",
-              f"{v['train_torchvision']:.1f}", _ratio_text(v, "train"),
-              f"{v['infer_ours']:.1f}", f"{v['infer_torchvision']:.1f}",
-              _ratio_text(v, "infer")] for v in r["versus_torchvision"]])
-        if any("breakdown" in st for st in r["steps_table"]):
-            lines += ["", *bound_notes(r)]
+        lines += _header(r)
+        if r["steps_table"]:
+            lines += _model_tables(r)
         if r["data_path"]:
             lines += ["", "Data path (get the batch + augment it, on the training device):", ""]
-            lines += md_table(
-                ["preset", "step", "data", "batch", "share of a step", "data img/s",
-                 "step img/s"],
-                [[d["preset"], d["step"], d["source"], d["batch"],
-                  f"{100 * d['data_share']:.1f}%", f"{d['data_images_per_s']:.0f}",
-                  f"{d['step_images_per_s']:.0f}"] for d in r["data_path"]])
+            lines += _share_table(r["data_path"])
+        if r.get("augment"):
+            lines += ["", *_augment_tables(r["augment"])]
         lines.append("")
     return "\n".join(lines)

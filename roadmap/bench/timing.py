@@ -11,7 +11,7 @@ import platform
 import statistics
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -240,20 +240,49 @@ def run(own: dict[str, str], overrides: list[str]) -> dict:
     peak = peak_flops(s.device, s.dtype or torch.float32, s.repeats)
     bandwidth = memory_bandwidth(s.device, s.repeats)
     names = step_names(own["ladder"])
-    rows = [step_row(s, step, peak) for step in (own["only"].split(",") if own["only"]
-                                                  else names)]
-    versus = [versus_torchvision(s, step) for step in (names[0], names[-1])]
-    data_rows = []
+    rows, versus, data_rows, augment = [], [], [], {}
+    if own["models"] == "true":
+        rows = [step_row(s, step, peak) for step in (own["only"].split(",") if own["only"]
+                                                      else names)]
+        versus = [versus_torchvision(s, step) for step in (names[0], names[-1])]
     if own["data"] == "true":
         for preset in ("cpu", "cifar10"):
             data_rows += data_share(preset, own["ladder"], s)
+    if own["augment"] == "true":
+        augment = full_recipe_data_path(own["ladder"], s)
     return {"name": own["name"] or f"{own['preset']}-{s.x.shape[-1]}px", "machine": machine(),
             "device": str(s.device), "dtype": own["dtype"], "channels_last": s.channels_last,
             "compile": s.compile_, "preset": own["preset"], "image_size": s.x.shape[-1],
             "batch": s.x.shape[0], "steps": s.steps, "repeats": s.repeats,
             "pairs": int(own["pairs"]), "peak_flops_per_s": peak,
             "bandwidth_bytes_per_s": bandwidth, "steps_table": rows,
-            "versus_torchvision": versus, "data_path": data_rows}
+            "versus_torchvision": versus, "data_path": data_rows, "augment": augment,
+            "commit": git_commit()}
+
+
+def git_commit() -> str | None:
+    """The code's commit (``+dirty`` with uncommitted changes), or None outside git."""
+    import subprocess
+
+    root = Path(__file__).resolve().parents[2]
+    try:
+        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=root, text=True,
+                              capture_output=True, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"],
+                               cwd=root, text=True, capture_output=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return None
+    return head + ("+dirty" if dirty else "")
+
+
+def full_recipe_data_path(ladder: str, s: Settings) -> dict:
+    """Batched against per-image augmentation with the whole recipe, and the batched path's
+    share of a cpu-preset training step with it (see :mod:`roadmap.bench.augment`)."""
+    from roadmap.bench.augment import FULL_RECIPE, augment_rows
+
+    dataset, source = bench_dataset(compose(["step=resnet50", "preset=cpu", "logger=none"]))
+    return {"source": source, "versions": augment_rows(dataset, s.repeats),
+            "share": data_share("cpu", ladder, s, FULL_RECIPE)}
 
 
 def bench_dataset(cfg):
@@ -272,15 +301,16 @@ def bench_dataset(cfg):
                 f"generated images of {cfg.data.name}'s size (its files are not here)")
 
 
-def data_share(preset: str, ladder: str, s: Settings) -> list[dict]:
+def data_share(preset: str, ladder: str, s: Settings, extra: Sequence[str] = ()) -> list[dict]:
     """Share of a training step spent getting and augmenting the batch, at both ends, with the
-    data path and model that training builds."""
+    data path and model that training builds (``extra``: overrides, e.g. the whole recipe)."""
     from roadmap.runtime import Dist
     from roadmap.train.setup import run_model, train_loader
 
     rows = []
     for step in (step_names(ladder)[0], step_names(ladder)[-1]):
-        cfg = compose([f"ladder={ladder}", f"step={step}", f"preset={preset}", "logger=none"])
+        cfg = compose([f"ladder={ladder}", f"step={step}", f"preset={preset}", "logger=none",
+                       *extra])
         dataset, source = bench_dataset(cfg)
         mcfg = model_config(cfg, scaled=True)
         loader = train_loader(cfg, dataset, mcfg.num_classes, s.device, Dist())

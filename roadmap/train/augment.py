@@ -1,10 +1,12 @@
 """Training augmentation: the recipe's pieces, on batches of tensors or image by image.
 
 In-memory data sets are augmented a batch at a time on the training device
-(:class:`BatchAugment`): crop and flip are vectorised over the batch; RandAugment and random
-erasing draw their own parameters for every image (torchvision's v2 transforms draw one set per
-call, which would give a whole batch the same op); Mixup/CutMix are per batch, as in timm.
-Image folders use the same pieces image by image in the loader's worker processes.
+(:class:`BatchAugment`): crop and flip, timm's RandAugment and random erasing
+(:mod:`roadmap.train.randaugment`) are vectorised over the batch with parameters drawn per image,
+so the kernel launches per batch do not grow with the batch; Mixup/CutMix are per batch, as in
+timm.
+Image folders use timm's pipeline (``create_transform``, ``Mixup``) as the official ConvNeXt
+code does: image by image in the loader's worker processes, Mixup per batch.
 """
 
 from __future__ import annotations
@@ -17,30 +19,7 @@ import torch.nn.functional as F
 from torchvision.ops import roi_align
 from torchvision.transforms import v2
 
-
-class NoisyRandAugment(torch.nn.Module):
-    """torchvision's RandAugment on timm's magnitude scale, with timm's per-op magnitude noise.
-
-    ``magnitude`` is on timm's 0-10 scale (the paper's ``rand-m9-mstd0.5``): torchvision's
-    magnitude is an index into ``num_magnitude_bins`` steps from 0 to each op's maximum, so 101
-    bins make index ``10 * m`` the fraction ``m / 10`` of the maximum, as in timm. Every op draws
-    its own magnitude ``m + std * N(0, 1)``, clipped to [0, 10].
-    """
-
-    def __init__(self, num_ops: int = 2, magnitude: float = 9, magnitude_std: float = 0.5,
-                 fill: Any = None) -> None:
-        super().__init__()
-        self.num_ops, self.magnitude, self.magnitude_std = num_ops, magnitude, magnitude_std
-        self.op = v2.RandAugment(num_ops=1, magnitude=0, num_magnitude_bins=101, fill=fill)
-
-    def forward(self, image: Any) -> Any:
-        for _ in range(self.num_ops):
-            m = self.magnitude
-            if self.magnitude_std > 0:
-                m += self.magnitude_std * float(torch.randn(()))
-            self.op.magnitude = round(10 * min(max(m, 0.0), 10.0))
-            image = self.op(image)
-        return image
+from roadmap.train.randaugment import BatchRandAugment, random_erasing
 
 
 def random_pad_crop(x: torch.Tensor, padding: int) -> torch.Tensor:
@@ -103,11 +82,10 @@ class BatchAugment:
 
     def __init__(self, data: Any, recipe: Any, num_classes: int) -> None:
         self.data, self.recipe, self.num_classes = data, recipe, num_classes
-        self.randaugment = (NoisyRandAugment(recipe.randaugment_ops, recipe.randaugment_magnitude,
-                                             recipe.randaugment_magnitude_std)
+        fill = [min(255, round(255 * m)) for m in data.mean]  # as timm's create_transform
+        self.randaugment = (BatchRandAugment(recipe.randaugment_ops, recipe.randaugment_magnitude,
+                                             recipe.randaugment_magnitude_std, fill=fill)
                             if recipe.randaugment else None)
-        self.erase = (v2.RandomErasing(p=1.0, value="random") if recipe.random_erasing > 0
-                      else None)
         self.mix = mixup_cutmix(recipe, num_classes)
         self.mean = torch.tensor(list(data.mean)).view(1, -1, 1, 1)
         self.std = torch.tensor(list(data.std)).view(1, -1, 1, 1)
@@ -126,12 +104,10 @@ class BatchAugment:
         if recipe.hflip:
             x = random_hflip(x)
         if self.randaugment is not None:
-            x = torch.stack([self.randaugment(img) for img in x])
+            x = self.randaugment(x)
         x = normalize(x, self.mean, self.std)
-        if self.erase is not None:
-            chosen = (torch.rand(x.shape[0]) < recipe.random_erasing).nonzero().flatten().tolist()
-            for i in chosen:
-                x[i] = self.erase(x[i])
+        if recipe.random_erasing > 0:
+            x = random_erasing(x, recipe.random_erasing, mode=recipe.erasing_mode)
         if self.mix is not None:
             x, labels = self.mix(x, labels)
         return x, labels
@@ -142,31 +118,49 @@ def normalize(x: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) -> torch.T
     return (x.float().div_(255) - mean.to(x.device)) / std.to(x.device)
 
 
-# -- image folders: the same pieces, image by image ---------------------------------------------
+# -- image folders: timm's pipeline, image by image, as the official ConvNeXt code builds it ------
 
-def _interpolation(data: Any) -> v2.InterpolationMode:
-    return v2.InterpolationMode(data.get("interpolation", "bicubic"))
-
-
-def folder_train_transform(data: Any, recipe: Any) -> v2.Compose:
-    steps = [v2.ToImage(), v2.RandomResizedCrop(data.image_size, scale=tuple(data.scale),
-                                                interpolation=_interpolation(data),
-                                                antialias=True)]
-    if recipe.hflip:
-        steps.append(v2.RandomHorizontalFlip())
-    if recipe.randaugment:
-        steps.append(NoisyRandAugment(recipe.randaugment_ops, recipe.randaugment_magnitude,
-                                      recipe.randaugment_magnitude_std))
-    steps += [v2.ToDtype(torch.float32, scale=True), v2.Normalize(list(data.mean), list(data.std))]
-    if recipe.random_erasing > 0:
-        steps.append(v2.RandomErasing(p=recipe.random_erasing, value="random"))
-    return v2.Compose(steps)
+def randaugment_spec(recipe: Any) -> str | None:
+    """The recipe's RandAugment in timm's notation (the paper's: ``rand-m9-mstd0.5-inc1``)."""
+    if not recipe.randaugment:
+        return None
+    spec = (f"rand-m{recipe.randaugment_magnitude:g}-n{recipe.randaugment_ops}"
+            f"-mstd{recipe.randaugment_magnitude_std:g}")
+    return spec + ("-inc1" if recipe.randaugment_increasing else "")
 
 
-def folder_eval_transform(data: Any) -> v2.Compose:
-    resize = int(round(data.image_size / data.test_crop_ratio))
-    return v2.Compose([
-        v2.ToImage(), v2.Resize(resize, interpolation=_interpolation(data), antialias=True),
-        v2.CenterCrop(data.image_size), v2.ToDtype(torch.float32, scale=True),
-        v2.Normalize(list(data.mean), list(data.std)),
-    ])
+def folder_train_transform(data: Any, recipe: Any):
+    """timm's ``create_transform`` with the recipe's pieces, each its own flag: random-resized
+    crop (``data.scale``, ``recipe.interpolation``), flip, RandAugment (timm applies colour
+    jitter ``recipe.color_jitter`` only without it, as the official code gets it), random
+    erasing (``recipe.random_erasing``, ``recipe.erasing_mode``). With the ``original`` recipe
+    this is torchvision's classic bilinear random-resized crop + flip."""
+    from timm.data import create_transform
+
+    return create_transform(
+        data.image_size, is_training=True, scale=tuple(data.scale), hflip=0.5 * recipe.hflip,
+        color_jitter=recipe.color_jitter, auto_augment=randaugment_spec(recipe),
+        interpolation=recipe.interpolation, mean=tuple(data.mean), std=tuple(data.std),
+        re_prob=recipe.random_erasing, re_mode=recipe.erasing_mode, re_count=1)
+
+
+def folder_eval_transform(data: Any, recipe: Any):
+    """Resize to ``image_size / test_crop_ratio`` (``recipe.interpolation``), centre crop."""
+    from timm.data import create_transform
+
+    return create_transform(data.image_size, is_training=False, crop_pct=data.test_crop_ratio,
+                            interpolation=recipe.interpolation, mean=tuple(data.mean),
+                            std=tuple(data.std))
+
+
+def folder_mixup(recipe: Any, num_classes: int):
+    """timm's Mixup/CutMix on a batch (``mix_prob``, switching with ``mix_switch_prob``), or
+    None. Its targets are left unsmoothed: the loss applies ``recipe.label_smoothing`` to the
+    mixed targets, which equals timm's smoothed targets with a soft-target cross-entropy."""
+    if recipe.mixup_alpha <= 0 and recipe.cutmix_alpha <= 0:
+        return None
+    from timm.data import Mixup
+
+    return Mixup(mixup_alpha=recipe.mixup_alpha, cutmix_alpha=recipe.cutmix_alpha,
+                 prob=recipe.mix_prob, switch_prob=recipe.mix_switch_prob, mode="batch",
+                 label_smoothing=0.0, num_classes=num_classes)

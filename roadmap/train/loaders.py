@@ -18,8 +18,8 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
 from roadmap.train.augment import (
     BatchAugment,
     folder_eval_transform,
+    folder_mixup,
     folder_train_transform,
-    mixup_cutmix,
     normalize,
 )
 from roadmap.train.data import FolderDataset, MemoryDataset
@@ -118,14 +118,17 @@ class FolderTrainLoader:
         # shuffled by (seed, epoch) alike on every process, each taking its slice
         self.sampler = DistributedSampler(train, num_replicas=world, rank=rank,
                                           shuffle=True, drop_last=True)
-        self.loader = DataLoader(train, batch_size=batch_size, sampler=self.sampler,
-                                 num_workers=workers, pin_memory=device.type == "cuda",
-                                 drop_last=True, persistent_workers=workers > 0)
-        self.mix = mixup_cutmix(recipe, num_classes)
+        self.options = dict(batch_size=batch_size, sampler=self.sampler, num_workers=workers,
+                            pin_memory=device.type == "cuda", drop_last=True)
+        self.n_batches = len(self.sampler) // batch_size
+        self.mix = folder_mixup(recipe, num_classes)
+        if self.mix is not None and batch_size % 2:
+            raise ValueError(f"timm's Mixup/CutMix needs an even batch; this process's batch is "
+                             f"{batch_size}: change batch_size (or total_batch)")
         self.device, self.train = device, train
 
     def __len__(self) -> int:
-        return len(self.loader)
+        return self.n_batches
 
     @property
     def skipped(self) -> int:
@@ -133,15 +136,20 @@ class FolderTrainLoader:
         return self.train.skipped.value
 
     def epoch(self, seed: int):
-        self.sampler.set_epoch(seed)  # the permutation is seeded by sampler seed (0) + this
-        for x, y in self.loader:
+        """The epoch's batches. The permutation (the sampler's) and every worker's random state
+        (a fresh loader per epoch, its workers seeded from a generator seeded here) follow from
+        ``seed`` alone, so a resumed epoch draws what an uninterrupted one would."""
+        self.sampler.set_epoch(seed)
+        loader = DataLoader(self.train, generator=torch.Generator().manual_seed(seed),
+                            **self.options)
+        for x, y in loader:
             x = x.to(self.device, non_blocking=True)
             y = y.to(self.device, non_blocking=True)
             yield self.mix(x, y) if self.mix is not None else (x, y)
 
 
-def folder_eval_loader(dataset: FolderDataset, batch_size: int, data, workers: int, rank: int,
-                       world: int) -> DataLoader:
-    test = Transformed(dataset.test, folder_eval_transform(data))
+def folder_eval_loader(dataset: FolderDataset, batch_size: int, data, recipe, workers: int,
+                       rank: int, world: int) -> DataLoader:
+    test = Transformed(dataset.test, folder_eval_transform(data, recipe))
     return DataLoader(test, batch_size=batch_size, sampler=ShardSampler(len(test), rank, world),
                       num_workers=workers)

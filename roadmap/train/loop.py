@@ -8,7 +8,6 @@ it and ``roadmap.bench`` times it.
 from __future__ import annotations
 
 import contextlib
-import math
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -86,6 +85,11 @@ class Stepper:
         return loss
 
 
+CHECK_EVERY = 50
+"""Batches between checks for a non-finite loss. The losses stay on the device in between: no
+host synchronisation per step, which would stall a GPU's pipeline."""
+
+
 @dataclass
 class EpochStats:
     loss_sum: float = 0.0
@@ -98,28 +102,44 @@ class EpochStats:
         return self.loss_sum / max(self.batches, 1)
 
 
+def _check(losses: torch.Tensor, done: int, stats: EpochStats, epoch: int) -> None:
+    """Sum the first ``done`` losses into ``stats``; :class:`Diverged` naming the first
+    non-finite one."""
+    seen = losses[:done]
+    bad = (~torch.isfinite(seen)).nonzero()
+    if len(bad):
+        i = int(bad[0])
+        raise Diverged(f"loss is {seen[i].item()} at epoch {epoch + 1}, batch {i + 1}")
+    stats.loss_sum, stats.batches = seen.sum().item(), done
+
+
 def train_epoch(stepper: Stepper, batches: Iterable, n_batches: int, epoch: int,
                 on_step: Callable[[EpochStats], None] | None = None) -> EpochStats:
     """``n_batches`` micro-batches of ``batches`` (a multiple of the accumulation), stepping the
-    optimizer every ``accum`` of them. Raises :class:`Diverged` on a non-finite loss."""
+    optimizer every ``accum`` of them. Raises :class:`Diverged` on a non-finite loss, checked
+    every :data:`CHECK_EVERY` batches and at the end."""
     stepper.net.train()
     stats, t0 = EpochStats(), time.perf_counter()
+    losses, done = None, 0
     stepper.optimizer.zero_grad(set_to_none=True)
     for i, (x, y) in enumerate(batches):
         if i >= n_batches:
             break
         boundary = (i + 1) % stepper.accum == 0
         loss = stepper.forward_backward(x, y, sync=boundary)
-        value = loss.item()
-        if not math.isfinite(value):
-            raise Diverged(f"loss is {value} at epoch {epoch + 1}, batch {i + 1}")
+        if losses is None:
+            losses = torch.zeros(n_batches, dtype=torch.float64, device=loss.device)
+        losses[i] = loss
+        if (i + 1) % CHECK_EVERY == 0:
+            _check(losses, i + 1, stats, epoch)
         if boundary:
             stepper.optimizer_step()
-        stats.loss_sum, stats.batches = stats.loss_sum + value, stats.batches + 1
-        stats.images += len(x)
-        stats.seconds = time.perf_counter() - t0
+        done, stats.images = i + 1, stats.images + len(x)
         if on_step is not None and boundary:
+            stats.seconds = time.perf_counter() - t0
             on_step(stats)
+    if losses is not None:
+        _check(losses, done, stats, epoch)
     stats.seconds = time.perf_counter() - t0
     return stats
 

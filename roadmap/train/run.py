@@ -10,12 +10,14 @@ rank 0 writes.
 from __future__ import annotations
 
 import json
+import random
 import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from omegaconf import DictConfig, OmegaConf
 
@@ -37,6 +39,13 @@ from roadmap.train.tracking import make_tracker
 
 def epoch_seed(seed: int, epoch: int) -> int:
     return seed * 100_003 + epoch
+
+
+def seed_everything(seed: int) -> None:
+    """torch's, Python's and NumPy's generators (timm's Mixup draws from NumPy's)."""
+    torch.manual_seed(seed)
+    random.seed(seed)
+    np.random.seed(seed % 2 ** 32)
 
 
 def show_progress(setting: Any) -> bool:
@@ -138,7 +147,7 @@ def _train(cfg: DictConfig, run_dir: Path, base: dict, dist: Dist) -> dict:
 
 def run_epoch(cfg: DictConfig, run: Run, epoch: int, progress: Progress) -> dict:
     """Train one epoch, evaluate, and return the epoch's record."""
-    torch.manual_seed(epoch_seed(cfg.seed, epoch) * 1000 + run.dist.rank)
+    seed_everything(epoch_seed(cfg.seed, epoch) * 1000 + run.dist.rank)
     s, world = run.stepper, run.dist.world
     bar, on_step = progress_bar(cfg, run, epoch)
     stats = train_epoch(s, run.train_batches.epoch(epoch_seed(cfg.seed, epoch)),

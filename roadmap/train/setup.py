@@ -47,7 +47,9 @@ CHOICES = {"device": ("auto", "cpu", "cuda"), "precision": ("auto", "fp32", "bf1
            "channels_last": ("auto", True, False), "compile": (True, False),
            "progress": ("auto", True, False), "recipe.optimizer": ("sgd", "adamw"),
            "recipe.schedule": ("cosine", "step"), "logger.name": ("wandb", "none"),
-           "data.crop": ("pad", "resized", "none")}
+           "data.crop": ("pad", "resized", "none"),
+           "recipe.erasing_mode": ("pixel", "rand", "const"),
+           "recipe.randaugment_increasing": (True, False)}
 
 
 def _is_int(value) -> bool:
@@ -78,6 +80,10 @@ def _value_errors(cfg: DictConfig) -> Iterator[str]:
         yield f"total_batch={cfg.total_batch} is invalid: must be an integer >= 1, or null"
     if cfg.data.crop == "pad" and (not _is_int(cfg.data.padding) or cfg.data.padding < 0):
         yield f"data.padding={cfg.data.padding} is invalid: must be an integer >= 0"
+    if cfg.recipe.randaugment and not cfg.recipe.randaugment_increasing and \
+            cfg.data.name != "imagefolder":
+        yield ("recipe.randaugment_increasing=false is not available for in-memory data sets "
+               "(the batched RandAugment has timm's increasing ops, the paper's inc1)")
     if not (_is_number(cfg.recipe.label_smoothing) and 0 <= cfg.recipe.label_smoothing < 1):
         yield (f"recipe.label_smoothing={cfg.recipe.label_smoothing} is invalid: must be a "
                "number in [0, 1)")
@@ -90,17 +96,29 @@ def check_values(cfg: DictConfig) -> None:
         raise RunError(error)
 
 
-def resolve_accumulation(cfg: DictConfig, world: int) -> int:
-    """Micro-batches per optimizer step: ``accum_steps``, or what ``total_batch`` implies."""
-    if cfg.total_batch is None:
-        if cfg.accum_steps < 1:
-            raise RunError(f"accum_steps={cfg.accum_steps} is invalid: must be >= 1")
-        return int(cfg.accum_steps)
-    per_step = cfg.batch_size * world
-    if cfg.total_batch % per_step:
-        raise RunError(f"total_batch={cfg.total_batch} is not a multiple of batch_size x "
-                       f"processes = {per_step}; change batch_size or the number of GPUs")
-    return cfg.total_batch // per_step
+def resolve_batch(batch_size: int, accum_steps: int, total_batch: int | None,
+                  world: int) -> tuple[int, int]:
+    """(batch per process, micro-batches per optimizer step) for ``world`` processes.
+
+    Without ``total_batch``: ``batch_size`` and ``accum_steps`` as given. With it, the total
+    is what every optimizer step sees, however many processes there are: ``batch_size`` per
+    process and as many accumulation steps as reach the total when ``batch_size x world``
+    divides it; else, when the total is smaller than ``batch_size x world``, a smaller batch per
+    process (256 on 8 processes of batch 128: 32 each); else the fewest accumulation steps whose
+    per-process batch is a whole number no larger than ``batch_size``. What cannot be split
+    evenly fails with one line naming the fix."""
+    if total_batch is None:
+        return batch_size, accum_steps
+    per_step = batch_size * world
+    if total_batch % per_step == 0:
+        return batch_size, total_batch // per_step
+    accum = -(-total_batch // per_step)  # ceil
+    if total_batch % (world * accum) == 0:
+        return total_batch // (world * accum), accum
+    raise RunError(f"total_batch={total_batch} cannot be split evenly among {world} "
+                   f"process(es) with batch_size<={batch_size}; choose a total_batch that "
+                   f"{world} x batch_size or a multiple of it divides, or another number of "
+                   "processes")
 
 
 def run_model(mcfg: ModelConfig, device: torch.device, channels_last: bool) -> nn.Module:
@@ -109,12 +127,14 @@ def run_model(mcfg: ModelConfig, device: torch.device, channels_last: bool) -> n
 
 
 def train_loader(cfg: DictConfig, dataset, num_classes: int, device: torch.device,
-                 dist: Dist):
-    """Training batches of ``dataset`` with the recipe's augmentation, this process's share."""
+                 dist: Dist, batch_size: int | None = None):
+    """Training batches of ``dataset`` with the recipe's augmentation, this process's share,
+    ``batch_size`` (default: the config's) at a time."""
+    batch_size = batch_size or cfg.batch_size
     if isinstance(dataset, MemoryDataset):
         augment = BatchAugment(cfg.data, cfg.recipe, num_classes)
-        return MemoryTrainLoader(dataset, cfg.batch_size, augment, device, dist.rank, dist.world)
-    return FolderTrainLoader(dataset, cfg.batch_size, cfg.data, cfg.recipe, num_classes, device,
+        return MemoryTrainLoader(dataset, batch_size, augment, device, dist.rank, dist.world)
+    return FolderTrainLoader(dataset, batch_size, cfg.data, cfg.recipe, num_classes, device,
                              cfg.workers, dist.rank, dist.world)
 
 
@@ -122,8 +142,8 @@ def eval_loader(cfg: DictConfig, dataset, device: torch.device, dist: Dist):
     if isinstance(dataset, MemoryDataset):
         return MemoryEvalLoader(dataset, cfg.eval_batch_size, cfg.data.mean, cfg.data.std,
                                 device, dist.rank, dist.world)
-    return folder_eval_loader(dataset, cfg.eval_batch_size, cfg.data, cfg.workers, dist.rank,
-                              dist.world)
+    return folder_eval_loader(dataset, cfg.eval_batch_size, cfg.data, cfg.recipe, cfg.workers,
+                              dist.rank, dist.world)
 
 
 @dataclass
@@ -156,19 +176,20 @@ def prepare(cfg: DictConfig, dist: Dist) -> Run:
     setup_distributed(dist, device)
     dtype = resolve_precision(cfg.precision, device)
     channels_last = resolve_channels_last(cfg.channels_last, device)
-    accum = resolve_accumulation(cfg, dist.world)
+    batch_size, accum = resolve_batch(cfg.batch_size, cfg.accum_steps, cfg.total_batch,
+                                      dist.world)
     dataset = load_dataset(cfg.data)
 
     torch.manual_seed(cfg.seed)
     model = build_model(mcfg)
     params, gflops = count_params(model), count_gflops(model, cfg.data.image_size, mcfg.in_chans)
     model = model.to(device, memory_format=memory_format(channels_last))
-    batches = train_loader(cfg, dataset, mcfg.num_classes, device, dist)
+    batches = train_loader(cfg, dataset, mcfg.num_classes, device, dist, batch_size)
     steps_per_epoch = len(batches) // accum
     if steps_per_epoch < 1:
         raise RunError(f"an epoch has {len(batches)} batches, fewer than accum_steps="
                        f"{accum}; lower batch_size or accum_steps")
-    total_batch = cfg.batch_size * accum * dist.world
+    total_batch = batch_size * accum * dist.world
     lr = cfg.lr if cfg.lr is not None else cfg.recipe.lr * total_batch / cfg.recipe.lr_batch
     stepper = make_stepper(cfg, model, device, dist, dtype, channels_last, accum, lr,
                            steps_per_epoch)

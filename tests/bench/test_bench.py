@@ -49,3 +49,20 @@ def test_breakdown_kinds(tmp_path):
         assert row["breakdown"]["optimizer"]["seconds"] > 0
     assert result["bandwidth_bytes_per_s"] > 0
     assert "What bounds the depthwise steps" in (tmp_path / "b" / "BENCHMARKS.md").read_text()
+
+
+def test_bench_full_recipe_data_path(tmp_path):
+    """Batched against per-image augmentation with the whole recipe: well-formed rows."""
+    out = tmp_path / "benchmarks"
+    assert main(["preset=smoke", "models=false", "data=false", "augment=true", "steps=1",
+                 "repeats=1", "warmup=0", "name=aug", f"out={out}"]) == 0
+    result = json.loads((out / "aug.json").read_text())
+    assert result["steps_table"] == [] and result["commit"]
+    versions = result["augment"]["versions"]
+    assert [v["batch"] for v in versions] == [128, 1024]
+    assert all(v["batched_images_per_s"] > 0 and v["per_image_images_per_s"] > 0
+               for v in versions)
+    assert [d["step"] for d in result["augment"]["share"]] == ["resnet50",
+                                                              "separate_downsampling"]
+    assert all(0 < d["data_share"] < 1 for d in result["augment"]["share"])
+    assert "batched / per-image" in (tmp_path / "BENCHMARKS.md").read_text()

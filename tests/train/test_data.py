@@ -113,7 +113,7 @@ def test_imagefolder_loaders(tmp_path):
     loader = FolderTrainLoader(ds, 4, data, recipe, 3, torch.device("cpu"), workers=0)
     x, y = next(iter(loader.epoch(0)))
     assert x.shape == (4, 3, 32, 32) and y.shape == (4, 3)  # mixed targets
-    xs, ys = next(iter(folder_eval_loader(ds, 100, data, 0, rank=0, world=1)))
+    xs, ys = next(iter(folder_eval_loader(ds, 100, data, recipe, 0, rank=0, world=1)))
     assert xs.shape == (18, 3, 32, 32) and ys.tolist() == sorted(ys.tolist())
 
 

@@ -125,7 +125,7 @@ def test_ema_is_evaluated_when_on(tmp_path):
 def test_gradient_accumulation_and_total_batch(tmp_path):
     metrics = train(smoke("resnet50", "epochs=1", "batch_size=25", "total_batch=100"), tmp_path)
     assert metrics["total_batch"] == 100
-    with pytest.raises(RunError, match="total_batch=90 is not a multiple"):
+    with pytest.raises(RunError, match="total_batch=90 cannot be split evenly among 1 process"):
         train(smoke("resnet50", "epochs=1", "batch_size=25", "total_batch=90"), tmp_path / "b")
 
 

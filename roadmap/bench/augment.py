@@ -1,0 +1,82 @@
+"""The in-memory data path with the whole ``convnext`` recipe (RandAugment, Mixup/CutMix, random
+erasing): batched on the device (:class:`roadmap.train.augment.BatchAugment`) against the
+per-image version it replaces (timm's own PIL RandAugment and RandomErasing, image by image),
+timed on the same batches in the same run, at batch 128 and 1024; and the batched path's share
+of a ``cpu``-preset training step with that recipe."""
+
+from __future__ import annotations
+
+import statistics
+import sys
+import time
+
+import numpy as np
+import torch
+from PIL import Image
+
+from roadmap.conf import compose
+from roadmap.runtime import sync
+from roadmap.train.augment import BatchAugment, normalize, random_hflip, random_pad_crop
+
+FULL_RECIPE = ("recipe.randaugment=true", "recipe.mixup_alpha=0.8", "recipe.cutmix_alpha=1.0",
+               "recipe.random_erasing=0.25")
+"""The convnext recipe's augmentation, all of it (the cpu preset turns most of it off)."""
+
+
+class PerImageAugment:
+    """The same recipe with timm's per-image pieces: crop and flip batched, then timm's
+    RandAugment on each image as PIL, timm's RandomErasing image by image, Mixup/CutMix."""
+
+    def __init__(self, data, recipe, num_classes: int) -> None:
+        from timm.data.random_erasing import RandomErasing
+        from timm.data.auto_augment import rand_augment_transform
+
+        fill = tuple(min(255, round(255 * m)) for m in data.mean)
+        spec = (f"rand-m{recipe.randaugment_magnitude:g}-n{recipe.randaugment_ops}"
+                f"-mstd{recipe.randaugment_magnitude_std:g}-inc1")
+        self.ra = rand_augment_transform(spec, {"img_mean": fill,
+                                                "interpolation": Image.BICUBIC})
+        self.erase = RandomErasing(recipe.random_erasing, mode="pixel", device="cpu")
+        self.batched = BatchAugment(data, recipe, num_classes)  # for its mixing and stats
+        self.data = data
+
+    def _randaugment(self, image: torch.Tensor) -> torch.Tensor:
+        grey = image.shape[0] == 1
+        pil = Image.fromarray(image[0].numpy() if grey else image.permute(1, 2, 0).numpy())
+        out = torch.from_numpy(np.asarray(self.ra(pil)).copy())
+        return out[None] if grey else out.permute(2, 0, 1)
+
+    def __call__(self, images: torch.Tensor, labels: torch.Tensor):
+        x = random_hflip(random_pad_crop(images, self.data.padding))
+        x = torch.stack([self._randaugment(image) for image in x])
+        x = self.erase(normalize(x, self.batched.mean, self.batched.std))
+        return self.batched.mix(x, labels)
+
+
+def _seconds(fn, images, labels, repeats: int) -> float:
+    times = []
+    for _ in range(repeats + 1):  # the first is a warm-up
+        t0 = time.perf_counter()
+        fn(images, labels)
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times[1:])
+
+
+def augment_rows(dataset, repeats: int) -> list[dict]:
+    """Images/s of both versions at batch 128 and 1024 on the same images (CPU)."""
+    cfg = compose(["step=separate_downsampling", "preset=cpu", "logger=none", *FULL_RECIPE])
+    batched = BatchAugment(cfg.data, cfg.recipe, cfg.data.num_classes)
+    per_image = PerImageAugment(cfg.data, cfg.recipe, cfg.data.num_classes)
+    rows = []
+    for batch in (128, 1024):
+        images, labels = dataset.train_images[:batch], dataset.train_labels[:batch]
+        t_batched = _seconds(batched, images, labels, repeats)
+        t_per_image = _seconds(per_image, images, labels, max(1, repeats // 2))
+        rows.append({"batch": batch, "batched_images_per_s": batch / t_batched,
+                     "per_image_images_per_s": batch / t_per_image,
+                     "speedup": t_per_image / t_batched})
+        print(f"augment batch {batch:5d}: batched {batch / t_batched:8.0f} img/s, per image "
+              f"{batch / t_per_image:8.0f} img/s ({t_per_image / t_batched:.1f}x)",
+              file=sys.stderr)
+    sync(torch.device("cpu"))
+    return rows

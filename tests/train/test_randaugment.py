@@ -1,0 +1,162 @@
+"""The batched RandAugment against timm's (the paper's ``rand-m9-mstd0.5-inc1``): op
+frequencies, the share of unchanged images, the magnitudes, and each op's output."""
+
+import random
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from scipy import stats
+from timm.data import auto_augment
+
+from roadmap.train.randaugment import OP_FNS, OPS, BatchRandAugment, random_erasing
+
+FILL = (125, 123, 114)
+HPARAMS = dict(translate_const=14, img_mean=FILL, interpolation=Image.BICUBIC)
+GEOMETRIC = ("Rotate", "ShearX", "ShearY", "TranslateXRel", "TranslateYRel")
+
+
+def images(n: int, seed: int = 0) -> torch.Tensor:
+    """Smooth random 32x32 colour images with some texture (uint8, N x 3 x 32 x 32)."""
+    g = torch.Generator().manual_seed(seed)
+    coarse = torch.rand(n, 3, 6, 6, generator=g)
+    smooth = torch.nn.functional.interpolate(coarse, size=(32, 32), mode="bicubic")
+    noise = torch.rand(n, 3, 32, 32, generator=g)
+    return (smooth.clamp(0, 1) * 220 + noise * 30).clamp(0, 255).round().to(torch.uint8)
+
+
+def to_pil(image: torch.Tensor) -> Image.Image:
+    return Image.fromarray(image.permute(1, 2, 0).numpy())
+
+
+def timm_op(name: str, image: torch.Tensor, magnitude: float, sign: float) -> torch.Tensor:
+    """timm's op at a fixed magnitude and sign (its ``random() > 0.5`` negates)."""
+    op = auto_augment.AugmentOp(name, prob=1.0, magnitude=magnitude, hparams=HPARAMS)
+
+    class FixedSign:
+        def random(self):
+            return 0.9 if sign < 0 else 0.1
+
+        def __getattr__(self, attr):
+            return getattr(random, attr)
+
+    saved, auto_augment.random = auto_augment.random, FixedSign()
+    try:
+        out = np.asarray(op(to_pil(image)))
+    finally:
+        auto_augment.random = saved
+    return torch.from_numpy(out.copy()).permute(2, 0, 1).float()
+
+
+@pytest.mark.parametrize("name", OPS)
+def test_each_op_matches_timms_at_fixed_magnitudes(name):
+    x = images(12)
+    for magnitude, sign in ((9.0, 1.0), (5.5, -1.0), (10.0, -1.0)):
+        ours = OP_FNS[name](x.float(), torch.full((12,), magnitude), torch.full((12,), sign),
+                            torch.tensor(FILL, dtype=torch.float32))
+        theirs = torch.stack([timm_op(name, image, magnitude, sign) for image in x])
+        diff = (ours - theirs).abs()
+        if name in GEOMETRIC:  # bicubic kernels differ (torch a=-0.75, PIL a=-0.5)
+            assert diff.mean() < 1.5 and diff.max() <= 8, (magnitude, sign)
+        else:  # lookup tables and blends: PIL's integer arithmetic
+            assert diff.max() <= 1 and (diff == 0).float().mean() > 0.99, (magnitude, sign)
+
+
+class Recorder:
+    """Which of timm's ops ran, and with what magnitude (after noise and clipping)."""
+
+    def __init__(self, transform) -> None:
+        self.applied, self.magnitudes = [], []
+        for op in transform.ops:
+            op.aug_fn = self._count(op.name, op.aug_fn)
+            if op.level_fn is not None:
+                op.level_fn = self._level(op.level_fn)
+
+    def _count(self, name, fn):
+        def counted(*args, **kwargs):
+            self.applied.append(name)
+            return fn(*args, **kwargs)
+        return counted
+
+    def _level(self, fn):
+        def recorded(magnitude, hparams):
+            self.magnitudes.append(magnitude)
+            return fn(magnitude, hparams)
+        return recorded
+
+
+N = 3000
+
+
+@pytest.fixture(scope="module")
+def timm_run():
+    random.seed(0)
+    np.random.seed(0)
+    transform = auto_augment.rand_augment_transform("rand-m9-mstd0.5-inc1", HPARAMS)
+    recorder = Recorder(transform)
+    x = images(N, seed=1)
+    out = torch.stack([torch.from_numpy(np.asarray(transform(to_pil(i))).copy()).permute(2, 0, 1)
+                       for i in x])
+    return x, out, recorder
+
+
+@pytest.fixture(scope="module")
+def our_run():
+    torch.manual_seed(0)
+    ra = BatchRandAugment(2, 9, 0.5, fill=FILL)
+    draws = []
+    original = ra.draw
+
+    def recorded(n, device="cpu"):
+        draws.append(original(n, device))
+        return draws[-1]
+
+    ra.draw = recorded
+    x = images(N, seed=1)
+    return x, ra(x), draws
+
+
+def test_op_frequencies_match_timms(timm_run, our_run):
+    _, _, recorder = timm_run
+    _, _, draws = our_run
+    ours = {name: sum(int(((d.op == k) & d.applied).sum()) for d in draws)
+            for k, name in enumerate(OPS)}
+    theirs = {name: recorder.applied.count(name) for name in OPS}
+    expected, sd = 2 * N * 0.5 / 15, (2 * N * 0.5 / 15 * (1 - 0.5 / 15)) ** 0.5
+    for name in OPS:  # each op: 2 layers x 1/15 x probability 0.5 of the images, in both
+        assert abs(ours[name] - expected) < 4.5 * sd, (name, ours[name])
+        assert abs(theirs[name] - expected) < 4.5 * sd, (name, theirs[name])
+    assert abs(sum(ours.values()) - sum(theirs.values())) < 0.05 * N
+
+
+def test_the_share_of_unchanged_images_matches_timms(timm_run, our_run):
+    x, theirs, _ = timm_run
+    _, ours, _ = our_run
+    unchanged_theirs = (theirs == x).flatten(1).all(1).float().mean().item()
+    unchanged_ours = (ours == x).flatten(1).all(1).float().mean().item()
+    assert 0.22 < unchanged_theirs < 0.34  # both ops skipped: 1/4, plus ops that change nothing
+    assert abs(unchanged_ours - unchanged_theirs) < 0.04
+
+
+def test_the_magnitudes_match_timms(timm_run, our_run):
+    _, _, recorder = timm_run
+    _, _, draws = our_run
+    theirs = np.array(recorder.magnitudes)
+    ours = torch.cat([d.magnitude[d.applied] for d in draws]).numpy()
+    assert abs(theirs.mean() - 9 + 0.02) < 0.05 and abs(ours.mean() - theirs.mean()) < 0.05
+    assert abs(ours.std() - theirs.std()) < 0.05 and ours.max() <= 10 and ours.min() >= 0
+    assert stats.ks_2samp(ours, theirs).pvalue > 1e-3
+
+
+def test_random_erasing_erases_one_box_in_the_chosen_images():
+    torch.manual_seed(0)
+    x = torch.zeros(2000, 3, 32, 32)
+    out = random_erasing(x, 0.25)
+    erased = (out != 0).flatten(1).any(1)
+    assert 0.22 < erased.float().mean() < 0.28
+    area = (out[erased] != 0).any(1).flatten(1).float().mean(1)
+    assert area.min() > 0.01 and area.max() < 0.34  # 2% to 1/3 of the image
+    noise = out[out != 0]
+    assert noise.std() == pytest.approx(1.0, abs=0.05)  # pixel mode: N(0, 1) per pixel
+    assert noise.mean() == pytest.approx(0.0, abs=0.05)
