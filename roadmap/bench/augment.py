@@ -28,8 +28,8 @@ class PerImageAugment:
     RandAugment on each image as PIL, timm's RandomErasing image by image, Mixup/CutMix."""
 
     def __init__(self, data, recipe, num_classes: int) -> None:
-        from timm.data.random_erasing import RandomErasing
         from timm.data.auto_augment import rand_augment_transform
+        from timm.data.random_erasing import RandomErasing
 
         fill = tuple(min(255, round(255 * m)) for m in data.mean)
         spec = (f"rand-m{recipe.randaugment_magnitude:g}-n{recipe.randaugment_ops}"
