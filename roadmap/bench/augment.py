@@ -15,7 +15,7 @@ import torch
 from PIL import Image
 
 from roadmap.conf import compose
-from roadmap.runtime import sync
+from roadmap.results.stats import ratio_interval
 from roadmap.train.augment import BatchAugment, normalize, random_hflip, random_pad_crop
 
 FULL_RECIPE = ("recipe.randaugment=true", "recipe.mixup_alpha=0.8", "recipe.cutmix_alpha=1.0",
@@ -53,30 +53,36 @@ class PerImageAugment:
         return self.batched.mix(x, labels)
 
 
-def _seconds(fn, images, labels, repeats: int) -> float:
-    times = []
-    for _ in range(repeats + 1):  # the first is a warm-up
-        t0 = time.perf_counter()
-        fn(images, labels)
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times[1:])
+def _timed(fn, images, labels) -> float:
+    t0 = time.perf_counter()
+    fn(images, labels)
+    return time.perf_counter() - t0
 
 
-def augment_rows(dataset, repeats: int) -> list[dict]:
-    """Images/s of both versions at batch 128 and 1024 on the same images (CPU)."""
+def augment_rows(dataset, pairs: int) -> list[dict]:
+    """Images/s of both versions at batch 128 and 1024 on the same images (CPU), timed in
+    ``pairs`` alternating rounds after a warm-up; the speed-up is the geometric mean of the
+    rounds' ratios with its 95% interval."""
     cfg = compose(["step=separate_downsampling", "preset=cpu", "logger=none", *FULL_RECIPE])
     batched = BatchAugment(cfg.data, cfg.recipe, cfg.data.num_classes)
     per_image = PerImageAugment(cfg.data, cfg.recipe, cfg.data.num_classes)
     rows = []
     for batch in (128, 1024):
         images, labels = dataset.train_images[:batch], dataset.train_labels[:batch]
-        t_batched = _seconds(batched, images, labels, repeats)
-        t_per_image = _seconds(per_image, images, labels, max(1, repeats // 2))
-        rows.append({"batch": batch, "batched_images_per_s": batch / t_batched,
-                     "per_image_images_per_s": batch / t_per_image,
-                     "speedup": t_per_image / t_batched})
-        print(f"augment batch {batch:5d}: batched {batch / t_batched:8.0f} img/s, per image "
-              f"{batch / t_per_image:8.0f} img/s ({t_per_image / t_batched:.1f}x)",
-              file=sys.stderr)
-    sync(torch.device("cpu"))
+        t_batched, t_per_image = [], []
+        for i in range(pairs + 1):
+            first, second = (batched, per_image) if i % 2 == 0 else (per_image, batched)
+            times = {id(first): _timed(first, images, labels),
+                     id(second): _timed(second, images, labels)}
+            if i:  # round 0 warms up
+                t_batched.append(times[id(batched)])
+                t_per_image.append(times[id(per_image)])
+        speedup, low, high = ratio_interval(t_batched, t_per_image)
+        rows.append({"batch": batch, "pairs": pairs,
+                     "batched_images_per_s": batch / statistics.median(t_batched),
+                     "per_image_images_per_s": batch / statistics.median(t_per_image),
+                     "speedup": speedup, "speedup_low": low, "speedup_high": high})
+        print(f"augment batch {batch:5d}: batched {rows[-1]['batched_images_per_s']:8.0f} "
+              f"img/s, per image {rows[-1]['per_image_images_per_s']:8.0f} img/s, "
+              f"{speedup:.1f}x [{low:.1f}, {high:.1f}]", file=sys.stderr)
     return rows

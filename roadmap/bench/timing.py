@@ -281,7 +281,7 @@ def full_recipe_data_path(ladder: str, s: Settings) -> dict:
     from roadmap.bench.augment import FULL_RECIPE, augment_rows
 
     dataset, source = bench_dataset(compose(["step=resnet50", "preset=cpu", "logger=none"]))
-    return {"source": source, "versions": augment_rows(dataset, s.repeats),
+    return {"source": source, "versions": augment_rows(dataset, int(s.own["pairs"])),
             "share": data_share("cpu", ladder, s, FULL_RECIPE)}
 
 

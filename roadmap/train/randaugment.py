@@ -35,12 +35,20 @@ OPS = ("AutoContrast", "Equalize", "Invert", "Rotate", "PosterizeIncreasing",
 LEVEL = 10.0  # timm's _LEVEL_DENOM: magnitudes are on a 0-10 scale
 
 
-# -- the ops: float images in [0, 255] with whole values, (n, C, H, W); m, sign: (n,) -----------
+# -- the ops, on float images in [0, 255] with whole values, (n, C, H, W) ----------------------
+# ``op``: (n,) index into OPS per image (-1: none), ``m``: (n,) magnitude, ``sign``: (n,) +-1.
+# Ops of one kind run for the whole batch at once: the colour-mapping ops as one lookup table
+# per image, the blends with one degenerate image per image, the geometric ops as one resampling.
 
-def _blend(degenerate: torch.Tensor, x: torch.Tensor, factor: torch.Tensor) -> torch.Tensor:
-    """PIL's ``Image.blend`` (what ImageEnhance does): truncated and clipped to 0-255."""
-    out = degenerate + factor.view(-1, 1, 1, 1) * (x - degenerate)
-    return out.clamp(0, 255).trunc()
+LUT_OPS = ("AutoContrast", "Equalize", "Invert", "PosterizeIncreasing", "SolarizeIncreasing",
+           "SolarizeAdd")
+BLEND_OPS = ("ColorIncreasing", "ContrastIncreasing", "BrightnessIncreasing",
+             "SharpnessIncreasing")
+GEOMETRIC = ("Rotate", "ShearX", "ShearY", "TranslateXRel", "TranslateYRel")
+
+
+def _is(op: torch.Tensor, name: str, ndim: int = 3) -> torch.Tensor:
+    return (op == OPS.index(name)).view(-1, *([1] * ndim))
 
 
 def _gray(x: torch.Tensor) -> torch.Tensor:
@@ -51,131 +59,142 @@ def _gray(x: torch.Tensor) -> torch.Tensor:
     return torch.floor((r * 19595 + g * 38470 + b * 7471 + 0x8000) / 65536)
 
 
-def _enhance_factor(m: torch.Tensor, sign: torch.Tensor) -> torch.Tensor:
-    return (1.0 + sign * m / LEVEL * 0.9).clamp(min=0.1)
-
-
-def auto_contrast(x, m, sign, fill):
-    lo = x.amin(dim=(2, 3), keepdim=True)
-    hi = x.amax(dim=(2, 3), keepdim=True)
-    scale = 255.0 / (hi - lo).clamp(min=1)
-    out = (x * scale - lo * scale).trunc().clamp(0, 255)
-    return torch.where(hi > lo, out, x)
-
-
-def equalize(x, m, sign, fill):
-    """PIL's ``ImageOps.equalize``, per image and channel."""
-    n, c, h, w = x.shape
-    flat = x.reshape(n * c, h * w).long()
-    hist = torch.zeros(n * c, 256, device=x.device).scatter_add_(
-        1, flat, torch.ones_like(flat, dtype=torch.float32))
-    last = hist.gather(1, (255 - (hist.flip(1) > 0).float().argmax(1, keepdim=True)))
-    step = torch.floor((hist.sum(1, keepdim=True) - last) / 255)
-    before = hist.cumsum(1) - hist  # pixels below each value
+def _equalize_lut(flat: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """PIL's ``ImageOps.equalize`` table for every image and channel: (n, C, 256)."""
+    hist = torch.zeros(*flat.shape[:2], 256, device=flat.device).scatter_add_(
+        2, flat, torch.ones_like(flat, dtype=torch.float32))
+    last = hist.gather(2, 255 - (hist.flip(2) > 0).float().argmax(2, keepdim=True))
+    step = torch.floor((hist.sum(2, keepdim=True) - last) / 255)
+    before = hist.cumsum(2) - hist  # pixels below each value
     lut = torch.floor((torch.floor(step / 2) + before) / step.clamp(min=1)).clamp(max=255)
-    identity = (step == 0) | ((hist > 0).sum(1, keepdim=True) <= 1)
-    out = lut.gather(1, flat).reshape(n, c, h, w)
-    return torch.where(identity.view(n, c, 1, 1), x, out)
+    return torch.where((step == 0) | ((hist > 0).sum(2, keepdim=True) <= 1), v, lut)
 
 
-def invert(x, m, sign, fill):
-    return 255 - x
+def _luts(x: torch.Tensor, flat: torch.Tensor, op: torch.Tensor, m: torch.Tensor):
+    """Each image's table for its colour-mapping op (identity for the others): (n, C, 256)."""
+    n, c = x.shape[:2]
+    v = torch.arange(256.0, device=x.device).expand(n, c, 256)
+    m = m.view(n, 1, 1)
+    keep = 2 ** (8 - (4 - torch.floor(m / LEVEL * 4)))  # posterize keeps 4 - int(m/10*4) bits
+    thresh = 256 - torch.floor(m / LEVEL * 256).clamp(max=256)
+    add = torch.floor(m / LEVEL * 110).clamp(max=128)
+    lo, hi = x.amin(dim=(2, 3)).unsqueeze(2), x.amax(dim=(2, 3)).unsqueeze(2)
+    scale = 255.0 / (hi - lo).clamp(min=1)
+    stretched = torch.where(hi > lo, (v * scale - lo * scale).clamp(0, 255).trunc(), v)
+    lut = torch.where(_is(op, "AutoContrast", 2), stretched, v)
+    if bool((op == OPS.index("Equalize")).any()):
+        lut = torch.where(_is(op, "Equalize", 2), _equalize_lut(flat, v), lut)
+    lut = torch.where(_is(op, "Invert", 2), 255 - v, lut)
+    lut = torch.where(_is(op, "PosterizeIncreasing", 2), torch.floor(v / keep) * keep, lut)
+    lut = torch.where(_is(op, "SolarizeIncreasing", 2), torch.where(v >= thresh, 255 - v, v), lut)
+    return torch.where(_is(op, "SolarizeAdd", 2),
+                       torch.where(v < 128, (v + add).clamp(max=255), v), lut)
 
 
-def posterize(x, m, sign, fill):
-    bits = 4 - torch.floor(m / LEVEL * 4)
-    step = (2 ** (8 - bits)).view(-1, 1, 1, 1)  # keep the top ``bits`` bits
-    return torch.floor(x / step) * step
-
-
-def solarize(x, m, sign, fill):
-    thresh = (256 - torch.floor(m / LEVEL * 256).clamp(max=256)).view(-1, 1, 1, 1)
-    return torch.where(x >= thresh, 255 - x, x)
-
-
-def solarize_add(x, m, sign, fill):
-    add = torch.floor(m / LEVEL * 110).clamp(max=128).view(-1, 1, 1, 1)
-    return torch.where(x < 128, (x + add).clamp(max=255), x)
-
-
-def color(x, m, sign, fill):
-    return _blend(_gray(x).expand_as(x), x, _enhance_factor(m, sign))
-
-
-def contrast(x, m, sign, fill):
+def _degenerate(x: torch.Tensor, op: torch.Tensor) -> torch.Tensor:
+    """What each blend op mixes the image with (PIL's ImageEnhance): its grey image (colour),
+    the mean of its grey image (contrast), black (brightness), its SMOOTH-filtered image, 3x3
+    with centre 5 and the rest 1, borders kept (sharpness)."""
+    gray = _gray(x).expand_as(x)
     mean = torch.floor(_gray(x).mean(dim=(1, 2, 3), keepdim=True) + 0.5)
-    return _blend(mean.expand_as(x), x, _enhance_factor(m, sign))
+    smooth = x
+    if bool((op == OPS.index("SharpnessIncreasing")).any()):
+        n, c, h, w = x.shape
+        kernel = torch.ones(n * c, 1, 3, 3, device=x.device)
+        kernel[:, :, 1, 1] = 5
+        smooth = x.clone()  # one channel per group: far faster than groups=C on 2 cores
+        smooth[:, :, 1:-1, 1:-1] = torch.floor(F.conv2d(
+            x.reshape(1, n * c, h, w), kernel / 13, groups=n * c).view(n, c, h - 2, w - 2) + 0.5)
+    out = torch.where(_is(op, "ColorIncreasing"), gray, smooth)
+    out = torch.where(_is(op, "ContrastIncreasing"), mean.expand_as(x), out)
+    return torch.where(_is(op, "BrightnessIncreasing"), torch.zeros_like(x), out)
 
 
-def brightness(x, m, sign, fill):
-    return _blend(torch.zeros_like(x), x, _enhance_factor(m, sign))
-
-
-def sharpness(x, m, sign, fill):
-    """PIL's SMOOTH filter (3x3, centre 5, the rest 1, /13; borders kept) as the degenerate."""
-    c = x.shape[1]
-    kernel = torch.ones(c, 1, 3, 3, device=x.device)
-    kernel[:, :, 1, 1] = 5
-    smooth = torch.floor(F.conv2d(x, kernel / 13, groups=c) + 0.5)
-    degenerate = x.clone()
-    degenerate[:, :, 1:-1, 1:-1] = smooth
-    return _blend(degenerate, x, _enhance_factor(m, sign))
+def colour_ops(x: torch.Tensor, op: torch.Tensor, m: torch.Tensor,
+               sign: torch.Tensor) -> torch.Tensor:
+    """The ten colour ops, each image its own (images with a geometric op or none unchanged):
+    the table lookups for the whole batch, the blends (PIL's ``Image.blend``: truncated and
+    clipped to 0-255) for the images that drew one."""
+    n, c, h, w = x.shape
+    flat = x.reshape(n, c, h * w).long()
+    is_lut = torch.isin(op, torch.tensor([OPS.index(k) for k in LUT_OPS], device=x.device))
+    out = torch.where(is_lut.view(-1, 1, 1, 1), _luts(x, flat, op, m).gather(2, flat).view_as(x),
+                      x)
+    is_blend = torch.isin(op, torch.tensor([OPS.index(k) for k in BLEND_OPS], device=x.device))
+    chosen = is_blend.nonzero().flatten()
+    if len(chosen):
+        sub, sub_op = x[chosen], op[chosen]
+        degenerate = _degenerate(sub, sub_op)
+        factor = (1.0 + sign[chosen] * m[chosen] / LEVEL * 0.9).clamp(min=0.1).view(-1, 1, 1, 1)
+        out[chosen] = (degenerate + factor * (sub - degenerate)).clamp(0, 255).trunc()
+    return out
 
 
 def _affine(x: torch.Tensor, matrix: torch.Tensor, fill: torch.Tensor) -> torch.Tensor:
     """PIL's ``Image.transform(AFFINE)``: output pixel (x, y) (centres at +0.5) takes the input
-    at ``matrix @ (x, y, 1)``; outside the image, the fill colour. Bicubic."""
-    n, _, h, w = x.shape
-    size = torch.tensor([w, h], dtype=x.dtype, device=x.device)
-    # normalised output coordinates u -> pixel coordinates -> input -> normalised
-    to_pixels = torch.diag(torch.cat([size / 2, torch.ones(1, device=x.device)]))
-    to_pixels[:2, 2] = size / 2
-    to_norm = torch.linalg.inv(to_pixels)
-    full = torch.eye(3, device=x.device).repeat(n, 1, 1)
-    full[:, :2] = matrix
-    theta = (to_norm @ full @ to_pixels)[:, :2]
-    grid = F.affine_grid(theta, list(x.shape), align_corners=False)
+    at ``matrix @ (x, y, 1)``, resampled bicubically; outside the image (a hard edge, as PIL),
+    the fill colour."""
+    h, w = x.shape[-2:]
+    a, b, c = matrix[:, 0].unbind(1)
+    d, e, f = matrix[:, 1].unbind(1)
+    # the same map in grid_sample's normalised coordinates (-1 and 1: the image's outer edges)
+    u = ((torch.arange(w, device=x.device) + 0.5) * 2 / w - 1).view(1, 1, w)
+    v = ((torch.arange(h, device=x.device) + 0.5) * 2 / h - 1).view(1, h, 1)
+
+    def col(t: torch.Tensor) -> torch.Tensor:
+        return t.view(-1, 1, 1)
+
+    gx = col(a) * u + col(b * h / w) * v + col(a + b * h / w + 2 * c / w - 1)
+    gy = col(d * w / h) * u + col(e) * v + col(d * w / h + e + 2 * f / h - 1)
+    grid = torch.stack([gx, gy], -1)
     out = F.grid_sample(x, grid, mode="bicubic", padding_mode="border", align_corners=False)
-    inside = (grid.abs() <= 1).all(-1, keepdim=True).permute(0, 3, 1, 2)  # as PIL: hard edges
+    inside = (grid.abs() <= 1).all(-1, keepdim=True).permute(0, 3, 1, 2)
     return torch.where(inside, out.round().clamp(0, 255), fill.view(1, -1, 1, 1))
 
 
-def _matrix(n: int, device, a=1.0, b=0.0, c=0.0, d=0.0, e=1.0, f=0.0) -> torch.Tensor:
-    rows = [torch.as_tensor(v, dtype=torch.float32, device=device).expand(n)
-            for v in (a, b, c, d, e, f)]
-    return torch.stack(rows, 1).view(n, 2, 3)
-
-
-def rotate(x, m, sign, fill):
-    """PIL's ``rotate(degrees)``: counter-clockwise about the centre (w/2, h/2)."""
+def geometric_matrices(x: torch.Tensor, op: torch.Tensor, m: torch.Tensor,
+                       sign: torch.Tensor) -> torch.Tensor:
+    """Per image, PIL's affine matrix (output pixel -> input pixel) of its geometric op, or the
+    identity: timm's rotate (counter-clockwise about (w/2, h/2), +-30 m/10 degrees), shears
+    (+-0.3 m/10) and translations (+-0.45 m/10 of the size), all at once."""
     h, w = x.shape[-2:]
-    angle = -torch.deg2rad(sign * m / LEVEL * 30)
+    is_op = {name: op == OPS.index(name) for name in GEOMETRIC}
+    level = sign * m / LEVEL
+    angle = -torch.deg2rad(level * 30)
     cos, sin = torch.cos(angle), torch.sin(angle)
-    cx, cy = w / 2, h / 2
-    c = cx - (cos * cx + sin * cy)
-    f = cy - (-sin * cx + cos * cy)
-    return _affine(x, _matrix(len(x), x.device, cos, sin, c, -sin, cos, f), fill)
+    rot = is_op["Rotate"]
+    zero, one = torch.zeros_like(m), torch.ones_like(m)
+    a = torch.where(rot, cos, one)
+    b = torch.where(rot, sin, torch.where(is_op["ShearX"], level * 0.3, zero))
+    c = torch.where(rot, w / 2 - (cos * w / 2 + sin * h / 2),
+                    torch.where(is_op["TranslateXRel"], level * 0.45 * w, zero))
+    d = torch.where(rot, -sin, torch.where(is_op["ShearY"], level * 0.3, zero))
+    f = torch.where(rot, h / 2 - (-sin * w / 2 + cos * h / 2),
+                    torch.where(is_op["TranslateYRel"], level * 0.45 * h, zero))
+    return torch.stack([a, b, c, d, a, f], 1).view(-1, 2, 3)
 
 
-def shear_x(x, m, sign, fill):
-    return _affine(x, _matrix(len(x), x.device, b=sign * m / LEVEL * 0.3), fill)
+def apply_ops(x: torch.Tensor, op: torch.Tensor, m: torch.Tensor, sign: torch.Tensor,
+              fill: torch.Tensor) -> torch.Tensor:
+    """Every image's op (``op`` = -1: none): colour ops for the whole batch at once, one
+    resampling for the images with a geometric op."""
+    out = colour_ops(x, op, m, sign)
+    geometric = torch.tensor([OPS.index(name) for name in GEOMETRIC], device=x.device)
+    chosen = torch.isin(op, geometric).nonzero().flatten()
+    if len(chosen):
+        matrices = geometric_matrices(x[chosen], op[chosen], m[chosen], sign[chosen])
+        out[chosen] = _affine(x[chosen], matrices, fill)
+    return out
 
 
-def shear_y(x, m, sign, fill):
-    return _affine(x, _matrix(len(x), x.device, d=sign * m / LEVEL * 0.3), fill)
+def _single(name: str) -> Callable:
+    def one_op(x, m, sign, fill):
+        return apply_ops(x, torch.full_like(m, OPS.index(name), dtype=torch.long), m, sign, fill)
+    return one_op
 
 
-def translate_x(x, m, sign, fill):
-    return _affine(x, _matrix(len(x), x.device, c=sign * m / LEVEL * 0.45 * x.shape[-1]), fill)
-
-
-def translate_y(x, m, sign, fill):
-    return _affine(x, _matrix(len(x), x.device, f=sign * m / LEVEL * 0.45 * x.shape[-2]), fill)
-
-
-OP_FNS: dict[str, Callable] = dict(zip(OPS, (
-    auto_contrast, equalize, invert, rotate, posterize, solarize, solarize_add, color, contrast,
-    brightness, sharpness, shear_x, shear_y, translate_x, translate_y), strict=True))
+OP_FNS: dict[str, Callable] = {name: _single(name) for name in OPS}
+"""Each op alone on a batch, through the same code as RandAugment (for tests)."""
 
 
 # -- RandAugment on a batch ---------------------------------------------------------------------
@@ -208,15 +227,10 @@ class BatchRandAugment:
                     sign=torch.where(torch.rand(n, device=device) < 0.5, -1.0, 1.0))
 
     def apply(self, x: torch.Tensor, draw: Draw) -> torch.Tensor:
-        """One layer: each op on the images that drew it (and whose probability came up)."""
+        """One layer: every image's op, where its probability came up."""
         fill = self.fill.to(x.device).expand(x.shape[1])
-        out = x.clone()
-        for k, name in enumerate(OPS):
-            chosen = ((draw.op == k) & draw.applied).nonzero().flatten()
-            if len(chosen):
-                out[chosen] = OP_FNS[name](x[chosen], draw.magnitude[chosen], draw.sign[chosen],
-                                           fill)
-        return out
+        op = torch.where(draw.applied, draw.op, -1)
+        return apply_ops(x, op, draw.magnitude, draw.sign, fill)
 
     def __call__(self, images: torch.Tensor) -> torch.Tensor:
         x = images.float()

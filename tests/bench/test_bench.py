@@ -54,7 +54,7 @@ def test_breakdown_kinds(tmp_path):
 def test_bench_full_recipe_data_path(tmp_path):
     """Batched against per-image augmentation with the whole recipe: well-formed rows."""
     out = tmp_path / "benchmarks"
-    assert main(["preset=smoke", "models=false", "data=false", "augment=true", "steps=1",
+    assert main(["preset=smoke", "models=false", "data=false", "augment=true", "steps=1", "pairs=2",
                  "repeats=1", "warmup=0", "name=aug", f"out={out}"]) == 0
     result = json.loads((out / "aug.json").read_text())
     assert result["steps_table"] == [] and result["commit"]
@@ -65,4 +65,4 @@ def test_bench_full_recipe_data_path(tmp_path):
     assert [d["step"] for d in result["augment"]["share"]] == ["resnet50",
                                                               "separate_downsampling"]
     assert all(0 < d["data_share"] < 1 for d in result["augment"]["share"])
-    assert "batched / per-image" in (tmp_path / "BENCHMARKS.md").read_text()
+    assert "batched / per-image [95%]" in (tmp_path / "BENCHMARKS.md").read_text()
