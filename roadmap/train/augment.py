@@ -26,14 +26,14 @@ def random_pad_crop(x: torch.Tensor, padding: int) -> torch.Tensor:
     """Zero-pad every image by ``padding`` and crop it back at its own random offset."""
     if padding <= 0:
         return x
-    n, _, h, w = x.shape
-    padded = F.pad(x, (padding,) * 4).permute(0, 2, 3, 1)  # (N, H', W', C)
+    n, c, h, w = x.shape
+    padded = F.pad(x, (padding,) * 4)  # (N, C, H', W')
     oy = torch.randint(0, 2 * padding + 1, (n, 1), device=x.device)
     ox = torch.randint(0, 2 * padding + 1, (n, 1), device=x.device)
-    rows = (oy + torch.arange(h, device=x.device))[:, :, None]
-    cols = (ox + torch.arange(w, device=x.device))[:, None, :]
-    batch = torch.arange(n, device=x.device)[:, None, None]
-    return padded[batch, rows, cols].permute(0, 3, 1, 2).contiguous()
+    rows = (oy + torch.arange(h, device=x.device)).view(n, 1, h, 1)
+    cols = (ox + torch.arange(w, device=x.device)).view(n, 1, 1, w)
+    picked = padded.gather(2, rows.expand(n, c, h, w + 2 * padding))
+    return picked.gather(3, cols.expand(n, c, h, w))
 
 
 def random_resized_crop(x: torch.Tensor, size: int, scale=(0.08, 1.0),

@@ -113,13 +113,16 @@ def _degenerate(x: torch.Tensor, op: torch.Tensor) -> torch.Tensor:
 def colour_ops(x: torch.Tensor, op: torch.Tensor, m: torch.Tensor,
                sign: torch.Tensor) -> torch.Tensor:
     """The ten colour ops, each image its own (images with a geometric op or none unchanged):
-    the table lookups for the whole batch, the blends (PIL's ``Image.blend``: truncated and
-    clipped to 0-255) for the images that drew one."""
+    one table lookup for all the images that drew a mapping op, one blend (PIL's
+    ``Image.blend``: truncated and clipped to 0-255) for those that drew a blend."""
     n, c, h, w = x.shape
-    flat = x.reshape(n, c, h * w).long()
+    out = x.clone()
     is_lut = torch.isin(op, torch.tensor([OPS.index(k) for k in LUT_OPS], device=x.device))
-    out = torch.where(is_lut.view(-1, 1, 1, 1), _luts(x, flat, op, m).gather(2, flat).view_as(x),
-                      x)
+    chosen = is_lut.nonzero().flatten()
+    if len(chosen):
+        sub = x[chosen]
+        flat = sub.reshape(len(chosen), c, h * w).long()
+        out[chosen] = _luts(sub, flat, op[chosen], m[chosen]).gather(2, flat).view_as(sub)
     is_blend = torch.isin(op, torch.tensor([OPS.index(k) for k in BLEND_OPS], device=x.device))
     chosen = is_blend.nonzero().flatten()
     if len(chosen):
@@ -263,7 +266,11 @@ def random_erasing(x: torch.Tensor, prob: float, mode: str = "pixel", scale=(0.0
     inside = ((rows >= top.view(-1, 1, 1)) & (rows < (top + eh).view(-1, 1, 1))
               & (cols >= left.view(-1, 1, 1)) & (cols < (left + ew).view(-1, 1, 1))
               & chosen.view(-1, 1, 1))
-    noise = {"pixel": lambda: torch.randn_like(x),
-             "rand": lambda: torch.randn(n, x.shape[1], 1, 1, device=dev).expand_as(x),
-             "const": lambda: torch.zeros_like(x)}[mode]()
-    return torch.where(inside[:, None], noise, x)
+    chosen = chosen.nonzero().flatten()  # noise only for the images that are erased
+    k, c = len(chosen), x.shape[1]
+    noise = {"pixel": lambda: torch.randn(k, c, h, w, device=dev),
+             "rand": lambda: torch.randn(k, c, 1, 1, device=dev).expand(k, c, h, w),
+             "const": lambda: torch.zeros(k, c, h, w, device=dev)}[mode]()
+    out = x.clone()
+    out[chosen] = torch.where(inside[chosen, None], noise, x[chosen])
+    return out
