@@ -139,7 +139,16 @@ def _augment_tables(a: dict) -> list[str]:
                         f"{v['speedup']:.1f}x [{v.get('speedup_low', math.nan):.1f}, "
                         f"{v.get('speedup_high', math.nan):.1f}]"] for v in a["versions"]])
     lines += ["", "Its share of a cpu-preset training step with that recipe:", ""]
-    return lines + _share_table(a["share"])
+    lines += _share_table(a["share"])
+    if a.get("folders"):
+        f = a["folders"][0]
+        lines += ["", "Image folders: timm's training transforms of the convnext recipe at "
+                  f"{f['image_size']}px (decode, random-resized crop, RandAugment, erasing) on "
+                  f"{f['source']}, in the loader's worker processes:", ""]
+        lines += md_table(["workers", "img/s", "img/s per worker"],
+                          [[r["workers"], f"{r['images_per_s']:.0f}",
+                            f"{r['per_worker_images_per_s']:.0f}"] for r in a["folders"]])
+    return lines
 
 
 def render(results: list[dict]) -> str:

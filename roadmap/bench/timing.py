@@ -261,14 +261,16 @@ def run(own: dict[str, str], overrides: list[str]) -> dict:
 
 
 def git_commit() -> str | None:
-    """The code's commit (``+dirty`` with uncommitted changes), or None outside git."""
+    """The code's commit (``+dirty`` with uncommitted changes to the code: ``roadmap/``,
+    ``conf/``, ``pyproject.toml``; results and benchmarks aside), or None outside git."""
     import subprocess
 
     root = Path(__file__).resolve().parents[2]
     try:
         head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=root, text=True,
                               capture_output=True, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"],
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--",
+                                "roadmap", "conf", "pyproject.toml"],
                                cwd=root, text=True, capture_output=True).stdout.strip()
     except (OSError, subprocess.CalledProcessError):
         return None
@@ -278,11 +280,12 @@ def git_commit() -> str | None:
 def full_recipe_data_path(ladder: str, s: Settings) -> dict:
     """Batched against per-image augmentation with the whole recipe, and the batched path's
     share of a cpu-preset training step with it (see :mod:`roadmap.bench.augment`)."""
-    from roadmap.bench.augment import FULL_RECIPE, augment_rows
+    from roadmap.bench.augment import FULL_RECIPE, augment_rows, folder_rows
 
     dataset, source = bench_dataset(compose(["step=resnet50", "preset=cpu", "logger=none"]))
     return {"source": source, "versions": augment_rows(dataset, int(s.own["pairs"])),
-            "share": data_share("cpu", ladder, s, FULL_RECIPE)}
+            "share": data_share("cpu", ladder, s, FULL_RECIPE),
+            "folders": [folder_rows(workers) for workers in (1, 2)]}
 
 
 def bench_dataset(cfg):

@@ -65,4 +65,7 @@ def test_bench_full_recipe_data_path(tmp_path):
     assert [d["step"] for d in result["augment"]["share"]] == ["resnet50",
                                                               "separate_downsampling"]
     assert all(0 < d["data_share"] < 1 for d in result["augment"]["share"])
+    folders = result["augment"]["folders"]
+    assert [f["workers"] for f in folders] == [1, 2]
+    assert all(f["images_per_s"] > 0 and f["per_worker_images_per_s"] > 0 for f in folders)
     assert "batched / per-image [95%]" in (tmp_path / "BENCHMARKS.md").read_text()
