@@ -27,13 +27,11 @@ def random_pad_crop(x: torch.Tensor, padding: int) -> torch.Tensor:
     if padding <= 0:
         return x
     n, c, h, w = x.shape
-    padded = F.pad(x, (padding,) * 4)  # (N, C, H', W')
-    oy = torch.randint(0, 2 * padding + 1, (n, 1), device=x.device)
-    ox = torch.randint(0, 2 * padding + 1, (n, 1), device=x.device)
-    rows = (oy + torch.arange(h, device=x.device)).view(n, 1, h, 1)
-    cols = (ox + torch.arange(w, device=x.device)).view(n, 1, 1, w)
-    picked = padded.gather(2, rows.expand(n, c, h, w + 2 * padding))
-    return picked.gather(3, cols.expand(n, c, h, w))
+    # every crop of the padded image, as a view (N, C, 2p+1, 2p+1, H, W); each image picks one
+    windows = F.pad(x, (padding,) * 4).unfold(2, h, 1).unfold(3, w, 1)
+    oy = torch.randint(0, 2 * padding + 1, (n,), device=x.device)
+    ox = torch.randint(0, 2 * padding + 1, (n,), device=x.device)
+    return windows[torch.arange(n, device=x.device), :, oy, ox]
 
 
 def random_resized_crop(x: torch.Tensor, size: int, scale=(0.08, 1.0),

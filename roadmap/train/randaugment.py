@@ -271,6 +271,6 @@ def random_erasing(x: torch.Tensor, prob: float, mode: str = "pixel", scale=(0.0
     noise = {"pixel": lambda: torch.randn(k, c, h, w, device=dev),
              "rand": lambda: torch.randn(k, c, 1, 1, device=dev).expand(k, c, h, w),
              "const": lambda: torch.zeros(k, c, h, w, device=dev)}[mode]()
-    out = x.clone()
+    out = x.clone()  # callers may still hold ``x``
     out[chosen] = torch.where(inside[chosen, None], noise, x[chosen])
     return out
