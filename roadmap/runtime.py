@@ -111,3 +111,21 @@ def sync(device: torch.device) -> None:
     """Wait for the device's queued work (for timing)."""
     if device.type == "cuda":
         torch.cuda.synchronize()
+
+
+def code_version() -> str | None:
+    """The code's git commit (``+dirty`` with uncommitted changes to ``roadmap/``, ``conf/`` or
+    ``pyproject.toml``), or None outside a git checkout: what made a result."""
+    import subprocess
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    try:
+        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=root, text=True,
+                              capture_output=True, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--",
+                                "roadmap", "conf", "pyproject.toml"],
+                               cwd=root, text=True, capture_output=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return None
+    return head + ("+dirty" if dirty else "")

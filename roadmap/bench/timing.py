@@ -27,6 +27,7 @@ from roadmap.models.convert import to_torchvision
 from roadmap.results.stats import ratio_interval
 from roadmap.runtime import (
     autocast_factory,
+    code_version,
     memory_format,
     resolve_channels_last,
     resolve_device,
@@ -257,24 +258,7 @@ def run(own: dict[str, str], overrides: list[str]) -> dict:
             "pairs": int(own["pairs"]), "peak_flops_per_s": peak,
             "bandwidth_bytes_per_s": bandwidth, "steps_table": rows,
             "versus_torchvision": versus, "data_path": data_rows, "augment": augment,
-            "commit": git_commit()}
-
-
-def git_commit() -> str | None:
-    """The code's commit (``+dirty`` with uncommitted changes to the code: ``roadmap/``,
-    ``conf/``, ``pyproject.toml``; results and benchmarks aside), or None outside git."""
-    import subprocess
-
-    root = Path(__file__).resolve().parents[2]
-    try:
-        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=root, text=True,
-                              capture_output=True, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--",
-                                "roadmap", "conf", "pyproject.toml"],
-                               cwd=root, text=True, capture_output=True).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return None
-    return head + ("+dirty" if dirty else "")
+            "commit": code_version()}
 
 
 def full_recipe_data_path(ladder: str, s: Settings) -> dict:

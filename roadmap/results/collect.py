@@ -186,7 +186,11 @@ def _row(step: str, name: str, info, seeds: set[int], seen: dict[int, dict]) -> 
     return {
         "index": info.index if info else "", "step": step, "variant": name,
         "adopted": info.adopted if info else None, "parent": info.parent if info else None,
-        "n": n, "n_expected": len(seeds), "top1_mean": top1.mean() if n else math.nan,
+        "n": n, "n_expected": len(seeds),
+        "val_top1_mean": _mean(done, "val_top1"),
+        "val_top1_std": (pd.Series([r.get("val_top1") for r in done], dtype=float).std(ddof=1)
+                         if n > 1 else math.nan),
+        "top1_mean": top1.mean() if n else math.nan,
         "top1_std": std, "top1_ci95": t_interval(std, n),
         "top5_mean": _mean(done, "top5"), "params": done[0]["params"] if done else None,
         "gflops": done[0]["gflops"] if done else None,
@@ -253,6 +257,9 @@ def to_markdown(table: pd.DataFrame, runs: list[dict], sweep_dir: Path) -> str:
         "#": table["index"], "step": table["step"],
         "variant": table["variant"],
         "seeds": [f"{n}/{e}" for n, e in zip(table["n"], table["n_expected"], strict=True)],
+        "val top-1 %": [_fmt(m, "{:.2f}") + (_fmt(s, " ± {:.2f}") if n > 1 else "")
+                        for m, s, n in zip(table["val_top1_mean"], table["val_top1_std"],
+                                           table["n"], strict=True)],
         "top-1 %": [_fmt(m, "{:.2f}") + (_fmt(s, " ± {:.2f}") if n > 1 else "")
                     for m, s, n in zip(table["top1_mean"], table["top1_std"], table["n"],
                                        strict=True)],
@@ -269,9 +276,14 @@ def to_markdown(table: pd.DataFrame, runs: list[dict], sweep_dir: Path) -> str:
     })
     if not any(table["variant"]):
         show = show.drop(columns="variant")
+    made = sorted({f"commit {r.get('commit') or 'unknown'}, torch {r.get('torch')}"
+                   for r in runs if r["status"] == "completed"})
     lines = [f"# Results: {sweep_dir}", "",
-             "Test top-1 mean ± std over seeds; 95% CI of the mean (t); change against the "
-             "parent step (the adopted step it builds on) with its 95% Welch interval. GFLOPs "
+             f"Made by {'; '.join(made) or 'no completed run'}.", "",
+             "Validation top-1 (held out of the training set; what choices are made on) and "
+             "test top-1 (reported only), mean ± std over seeds; the test top-1's 95% CI of "
+             "the mean (t) and change against the parent step (the adopted step it builds on) "
+             "with its 95% Welch interval. GFLOPs "
              "of the trained network at its resolution; the paper's columns are ImageNet at "
              "224 (Table 10).", "", show.to_markdown(index=False, disable_numparse=True), ""]
     bad = [r for r in runs if r["status"] not in ("completed",)]

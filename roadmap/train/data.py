@@ -36,6 +36,10 @@ class MemoryDataset:
     test_images: torch.Tensor
     test_labels: torch.Tensor
     num_classes: int
+    val_images: torch.Tensor | None = None
+    """Held out of the training set (``data.val_size``): for every choice; the test set only
+    reports."""
+    val_labels: torch.Tensor | None = None
 
     def __post_init__(self) -> None:
         for name in ("train_images", "test_images"):
@@ -53,10 +57,51 @@ class FolderDataset:
     train: Any
     test: Any
     num_classes: int
+    val: Any = None
+    """Carved from ``train/`` when ``data.val_size`` > 0 (decoded like the test set)."""
+
+
+def stratified_split(labels: torch.Tensor, size: int, seed: int) -> tuple[torch.Tensor,
+                                                                        torch.Tensor]:
+    """(train, validation) indices: ``size`` images held out with every class in its share of
+    ``labels`` (largest remainders), chosen by a generator seeded with ``seed`` alone, so the
+    split is the same for every run, step and training seed."""
+    n = len(labels)
+    if not 0 < size < n:
+        raise DataError(f"data.val_size={size} is invalid for {n} training images: must be "
+                        f"between 1 and {n - 1}, or 0 for no validation split")
+    perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
+    classes, counts = labels.unique(return_counts=True)
+    quota = counts.double() * size / n
+    take = quota.floor().long()
+    extra = (quota - take).argsort(descending=True, stable=True)[: size - int(take.sum())]
+    take[extra] += 1
+    shuffled = labels[perm]
+    val = torch.cat([perm[shuffled == c][:k] for c, k in zip(classes, take, strict=True)])
+    keep = torch.ones(n, dtype=torch.bool)
+    keep[val] = False
+    return keep.nonzero().flatten(), val.sort().values
+
+
+def with_validation(dataset: MemoryDataset | FolderDataset, size: int,
+                    seed: int) -> MemoryDataset | FolderDataset:
+    """``dataset`` with ``size`` training images moved to a validation set (0: none)."""
+    if size == 0:
+        return dataset
+    if isinstance(dataset, MemoryDataset):
+        train, val = stratified_split(dataset.train_labels, size, seed)
+        return MemoryDataset(dataset.train_images[train], dataset.train_labels[train],
+                             dataset.test_images, dataset.test_labels, dataset.num_classes,
+                             dataset.train_images[val], dataset.train_labels[val])
+    from torch.utils.data import Subset
+
+    train, val = stratified_split(torch.tensor(dataset.train.targets), size, seed)
+    return FolderDataset(Subset(dataset.train, train.tolist()), dataset.test,
+                         dataset.num_classes, Subset(dataset.train, val.tolist()))
 
 
 def load_dataset(data: Any) -> MemoryDataset | FolderDataset:
-    """The data set named by ``data.name`` (a config node)."""
+    """The data set named by ``data.name`` (a config node), with its validation split."""
     loaders = {"fashion_mnist": load_fashion_mnist, "cifar10": load_cifar, "cifar100": load_cifar,
                "imagefolder": load_imagefolder, "synthetic": make_synthetic}
     if data.name not in loaders:
@@ -66,7 +111,7 @@ def load_dataset(data: Any) -> MemoryDataset | FolderDataset:
         raise DataError(f"data.num_classes={data.num_classes} but the data set has "
                         f"{dataset.num_classes} classes; set data.num_classes="
                         f"{dataset.num_classes}")
-    return dataset
+    return with_validation(dataset, int(data.get("val_size", 0)), int(data.get("val_seed", 0)))
 
 
 # -- Fashion-MNIST ------------------------------------------------------------------------------

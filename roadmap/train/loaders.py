@@ -50,10 +50,12 @@ class MemoryTrainLoader:
 
 
 class MemoryEvalLoader:
-    def __init__(self, dataset: MemoryDataset, batch_size: int, mean, std,
+    """Batches of a held-out set (test or validation), this process's share, normalised."""
+
+    def __init__(self, images: torch.Tensor, labels: torch.Tensor, batch_size: int, mean, std,
                  device: torch.device, rank: int = 0, world: int = 1) -> None:
-        self.images = dataset.test_images[rank::world].to(device)
-        self.labels = dataset.test_labels[rank::world].to(device)
+        self.images = images[rank::world].to(device)
+        self.labels = labels[rank::world].to(device)
         self.batch_size = batch_size
         self.mean = torch.tensor(list(mean)).view(1, -1, 1, 1)
         self.std = torch.tensor(list(std)).view(1, -1, 1, 1)
@@ -75,6 +77,13 @@ class ShardSampler(Sampler[int]):
 
     def __len__(self) -> int:
         return len(self.indices)
+
+
+def _path(images, index: int) -> str:
+    """The file of an ImageFolder's image, through any ``Subset``."""
+    while hasattr(images, "indices"):
+        images, index = images.dataset, images.indices[index]
+    return images.samples[index][0]
 
 
 class Transformed(Dataset):
@@ -107,8 +116,8 @@ class Transformed(Dataset):
             self.skipped.value += 1
         if index not in self._reported:
             self._reported.add(index)
-            print(f"roadmap: skipped unreadable image {self.images.samples[index][0]} "
-                  f"({exc})", file=sys.stderr)
+            print(f"roadmap: skipped unreadable image {_path(self.images, index)} ({exc})",
+                  file=sys.stderr)
 
 
 class FolderTrainLoader:
@@ -148,8 +157,9 @@ class FolderTrainLoader:
             yield self.mix(x, y) if self.mix is not None else (x, y)
 
 
-def folder_eval_loader(dataset: FolderDataset, batch_size: int, data, recipe, workers: int,
-                       rank: int, world: int) -> DataLoader:
-    test = Transformed(dataset.test, folder_eval_transform(data, recipe))
+def folder_eval_loader(images, batch_size: int, data, recipe, workers: int, rank: int,
+                       world: int) -> DataLoader:
+    """Batches of a held-out image set (test, or the validation subset of train/)."""
+    test = Transformed(images, folder_eval_transform(data, recipe))
     return DataLoader(test, batch_size=batch_size, sampler=ShardSampler(len(test), rank, world),
                       num_workers=workers)

@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from roadmap.runtime import Dist, RunError
+from roadmap.runtime import Dist, RunError, code_version
 from roadmap.train.checkpoint import (
     Progress,
     checkpoint_state,
@@ -157,11 +157,14 @@ def run_epoch(cfg: DictConfig, run: Run, epoch: int, progress: Progress) -> dict
     progress.train_seconds += stats.seconds
     progress.train_images += stats.images * world
     results = evaluate(s.net, run.eval_batches, run.device, run.dist, s.autocast)
-    record = {"epoch": epoch + 1, "train_loss": stats.loss,
-              "test_loss": results["loss"], "top1": results["top1"], "top5": results["top5"],
-              "lr": s.optimizer.param_groups[0]["lr"],
-              "train_images_per_s": stats.images * world / stats.seconds,
-              "epoch_s": stats.seconds}
+    record = {"epoch": epoch + 1, "train_loss": stats.loss}
+    if run.val_batches is not None:
+        val = evaluate(s.net, run.val_batches, run.device, run.dist, s.autocast)
+        record.update(val_loss=val["loss"], val_top1=val["top1"], val_top5=val["top5"])
+    record.update(test_loss=results["loss"], top1=results["top1"], top5=results["top5"],
+                  lr=s.optimizer.param_groups[0]["lr"],
+                  train_images_per_s=stats.images * world / stats.seconds,
+                  epoch_s=stats.seconds)
     if hasattr(run.train_batches, "skipped"):
         record["skipped_images"] = run.train_batches.skipped
     if s.ema is not None:
@@ -192,7 +195,8 @@ def log_epoch(cfg: DictConfig, run: Run, run_dir: Path, record: dict,
               progress: Progress) -> None:
     """Print the epoch, checkpoint it when due, append it to ``epochs.jsonl`` (rank 0)."""
     epoch = record["epoch"]
-    print(f"epoch {epoch}/{cfg.epochs}: train loss {record['train_loss']:.4f}, "
+    val = f"val top-1 {record['val_top1']:.2f}, " if "val_top1" in record else ""
+    print(f"epoch {epoch}/{cfg.epochs}: train loss {record['train_loss']:.4f}, {val}"
           f"test top-1 {record['top1']:.2f}, top-5 {record['top5']:.2f} "
           f"({record['train_images_per_s']:.0f} img/s)", file=sys.stderr)
     if epoch == cfg.epochs or epoch % cfg.checkpoint_every == 0:
@@ -205,6 +209,8 @@ def final_metrics(cfg: DictConfig, run: Run, base: dict, progress: Progress) -> 
     final = progress.history[-1] if progress.history else {}
     metrics = {
         **base, "status": "completed",
+        "val_top1": final.get("val_top1"), "val_top5": final.get("val_top5"),
+        "val_loss": final.get("val_loss"),
         "top1": final.get("top1"), "top5": final.get("top5"), "loss": final.get("test_loss"),
         "train_loss": final.get("train_loss"),
         "params": run.params, "gflops": run.gflops, "image_size": cfg.data.image_size,
@@ -214,7 +220,7 @@ def final_metrics(cfg: DictConfig, run: Run, base: dict, progress: Progress) -> 
         "wall_s": progress.wall_s,
         "epochs": cfg.epochs, "lr": run.lr, "total_batch": run.total_batch,
         "n_train": run.n_train, "world_size": run.dist.world, "device": str(run.device),
-        "torch": torch.__version__,
+        "torch": torch.__version__, "commit": code_version(),
         "model": OmegaConf.to_container(OmegaConf.structured(run.model_cfg)),
     }
     if run.stepper.ema is not None and final:

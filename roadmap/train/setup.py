@@ -41,7 +41,8 @@ from roadmap.train.loop import Stepper
 from roadmap.train.optim import Schedule, build_optimizer, build_scheduler
 
 INTEGERS = {"seed": None, "epochs": 1, "batch_size": 1, "eval_batch_size": 1,
-            "checkpoint_every": 1, "accum_steps": 1, "workers": 0, "data.image_size": 1}
+            "checkpoint_every": 1, "accum_steps": 1, "workers": 0, "data.image_size": 1,
+            "data.val_size": 0, "data.val_seed": None}
 """Keys that must be integers, with their least valid value (None: any)."""
 CHOICES = {"device": ("auto", "cpu", "cuda"), "precision": ("auto", "fp32", "bf16", "fp16"),
            "channels_last": ("auto", True, False), "compile": (True, False),
@@ -138,11 +139,20 @@ def train_loader(cfg: DictConfig, dataset, num_classes: int, device: torch.devic
                              cfg.workers, dist.rank, dist.world)
 
 
-def eval_loader(cfg: DictConfig, dataset, device: torch.device, dist: Dist):
+def eval_loader(cfg: DictConfig, dataset, device: torch.device, dist: Dist,
+                split: str = "test"):
+    """Batches of the ``test`` set or the ``val`` split (None when there is none)."""
     if isinstance(dataset, MemoryDataset):
-        return MemoryEvalLoader(dataset, cfg.eval_batch_size, cfg.data.mean, cfg.data.std,
-                                device, dist.rank, dist.world)
-    return folder_eval_loader(dataset, cfg.eval_batch_size, cfg.data, cfg.recipe, cfg.workers,
+        images, labels = ((dataset.test_images, dataset.test_labels) if split == "test"
+                          else (dataset.val_images, dataset.val_labels))
+        if images is None:
+            return None
+        return MemoryEvalLoader(images, labels, cfg.eval_batch_size, cfg.data.mean,
+                                cfg.data.std, device, dist.rank, dist.world)
+    images = dataset.test if split == "test" else dataset.val
+    if images is None:
+        return None
+    return folder_eval_loader(images, cfg.eval_batch_size, cfg.data, cfg.recipe, cfg.workers,
                               dist.rank, dist.world)
 
 
@@ -160,6 +170,9 @@ class Run:
     stepper: Stepper
     train_batches: Any
     eval_batches: Any
+    """The test set's batches: reported, never used to choose anything."""
+    val_batches: Any
+    """The validation split's batches (None without one): what choices are made on."""
     n_train: int
     steps_per_epoch: int
     total_batch: int
@@ -196,8 +209,9 @@ def prepare(cfg: DictConfig, dist: Dist) -> Run:
     n_train = (len(dataset.train_labels) if isinstance(dataset, MemoryDataset)
                else len(dataset.train))
     return Run(step, dist, device, mcfg, model, params, gflops, stepper, batches,
-               eval_loader(cfg, dataset, device, dist), n_train, steps_per_epoch, total_batch,
-               lr)
+               eval_loader(cfg, dataset, device, dist), eval_loader(cfg, dataset, device, dist,
+                                                                    "val"),
+               n_train, steps_per_epoch, total_batch, lr)
 
 
 def make_stepper(cfg: DictConfig, model: nn.Module, device: torch.device, dist: Dist,

@@ -31,7 +31,8 @@ def data_cfg(name, **changes):
 def test_fashion_mnist_from_debian(tmp_path):
     data, _ = data_cfg("fashion_mnist", root=str(tmp_path), download=False)
     ds = load_dataset(data)
-    assert ds.train_images.shape == (60000, 1, 32, 32)
+    assert ds.train_images.shape == (55000, 1, 32, 32)  # 5,000 held out for validation
+    assert ds.val_images.shape == (5000, 1, 32, 32) and (ds.val_labels.bincount() == 500).all()
     assert ds.test_images.shape == (10000, 1, 32, 32) and ds.train_images.dtype == torch.uint8
     assert set(ds.train_labels.unique().tolist()) == set(range(10))
     assert ds.train_images[:, :, :2].max() == 0  # padded 28 -> 32 with zeros
@@ -62,7 +63,7 @@ def test_fashion_mnist_from_a_local_root(tmp_path):
     for split, n in (("train", 20), ("t10k", 10)):
         idx(f"{split}-images-idx3-ubyte", torch.randint(0, 256, (n, 28, 28), dtype=torch.uint8))
         idx(f"{split}-labels-idx1-ubyte", torch.arange(n, dtype=torch.uint8) % 10)
-    data, _ = data_cfg("fashion_mnist", root=str(tmp_path), download=False)
+    data, _ = data_cfg("fashion_mnist", root=str(tmp_path), download=False, val_size=0)
     ds = load_dataset(data)
     assert ds.train_images.shape == (20, 1, 32, 32) and ds.test_labels.tolist() == list(range(10))
 
@@ -78,7 +79,7 @@ def fake_cifar(root, n=10):
 
 def test_cifar_from_local_files(tmp_path):
     fake_cifar(tmp_path)
-    data, _ = data_cfg("cifar10", root=str(tmp_path), download=False)
+    data, _ = data_cfg("cifar10", root=str(tmp_path), download=False, val_size=0)
     ds = load_dataset(data)
     assert ds.train_images.shape == (50, 3, 32, 32) and ds.test_images.shape == (10, 3, 32, 32)
 
@@ -113,8 +114,14 @@ def test_imagefolder_loaders(tmp_path):
     loader = FolderTrainLoader(ds, 4, data, recipe, 3, torch.device("cpu"), workers=0)
     x, y = next(iter(loader.epoch(0)))
     assert x.shape == (4, 3, 32, 32) and y.shape == (4, 3)  # mixed targets
-    xs, ys = next(iter(folder_eval_loader(ds, 100, data, recipe, 0, rank=0, world=1)))
+    xs, ys = next(iter(folder_eval_loader(ds.test, 100, data, recipe, 0, rank=0, world=1)))
     assert xs.shape == (18, 3, 32, 32) and ys.tolist() == sorted(ys.tolist())
+    data.val_size = 6  # carved from train/, two per class
+    ds = load_dataset(data)
+    assert len(ds.train) == 12 and len(ds.val) == 6
+    assert sorted(ds.train.dataset.targets[i] for i in ds.val.indices) == [0, 0, 1, 1, 2, 2]
+    xs, ys = next(iter(folder_eval_loader(ds.val, 100, data, recipe, 0, rank=0, world=1)))
+    assert xs.shape == (6, 3, 32, 32)
 
 
 def test_imagefolder_training_and_class_check(tmp_path):
@@ -129,14 +136,15 @@ def test_imagefolder_training_and_class_check(tmp_path):
 
 
 def test_memory_loaders_shard_without_overlap():
-    data, recipe = data_cfg("synthetic", train_size=100, test_size=30)
+    data, recipe = data_cfg("synthetic", train_size=100, test_size=30, val_size=0)
     ds = load_dataset(data)
     seen = []
     for rank in range(2):
         loader = MemoryTrainLoader(ds, 10, lambda x, y: (x, y), torch.device("cpu"), rank, 2)
         assert len(loader) == 5
         seen += [y for _, ys in loader.epoch(7) for y in ys.tolist()]
-        evals = MemoryEvalLoader(ds, 100, data.mean, data.std, torch.device("cpu"), rank, 2)
+        evals = MemoryEvalLoader(ds.test_images, ds.test_labels, 100, data.mean, data.std,
+                                 torch.device("cpu"), rank, 2)
         assert sum(len(y) for _, y in evals) == 15
     assert len(seen) == 100
     first = [ys for _, ys in MemoryTrainLoader(ds, 10, lambda x, y: (x, y), torch.device("cpu"))
