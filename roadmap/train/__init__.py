@@ -7,8 +7,10 @@ The package, module by module, in the order a run uses them:
 - ``setup``: the run's checks, data, model, loaders, optimizer and schedule;
 - ``loop``: the loss, a training step (:class:`~roadmap.train.loop.Stepper`), an epoch,
   evaluation;
+- ``rundir``: one writer (a lock) and one config (``config.json``) per run directory;
 - ``checkpoint``: ``last.pt`` and the JSON records, written atomically;
-- ``data``, ``loaders``, ``augment``: data sets, batches, the recipe's augmentation;
+- ``data``, ``loaders``, ``augment``, ``randaugment``: data sets (and the validation split),
+  batches, the recipe's augmentation (timm's for image folders, batched for in-memory sets);
 - ``optim``: optimizer, weight-decay groups, learning-rate schedule;
 - ``tracking``: Weights & Biases or nothing.
 """
