@@ -16,7 +16,13 @@ from PIL import Image
 
 from roadmap.conf import compose
 from roadmap.results.stats import ratio_interval
-from roadmap.train.augment import BatchAugment, normalize, random_hflip, random_pad_crop
+from roadmap.train.augment import (
+    BatchAugment,
+    normalize,
+    randaugment_spec,
+    random_hflip,
+    random_pad_crop,
+)
 
 FULL_RECIPE = ("recipe.randaugment=true", "recipe.mixup_alpha=0.8", "recipe.cutmix_alpha=1.0",
                "recipe.random_erasing=0.25")
@@ -32,10 +38,8 @@ class PerImageAugment:
         from timm.data.random_erasing import RandomErasing
 
         fill = tuple(min(255, round(255 * m)) for m in data.mean)
-        spec = (f"rand-m{recipe.randaugment_magnitude:g}-n{recipe.randaugment_ops}"
-                f"-mstd{recipe.randaugment_magnitude_std:g}-inc1")
-        self.ra = rand_augment_transform(spec, {"img_mean": fill,
-                                                "interpolation": Image.BICUBIC})
+        self.ra = rand_augment_transform(randaugment_spec(recipe),
+                                         {"img_mean": fill, "interpolation": Image.BICUBIC})
         self.erase = RandomErasing(recipe.random_erasing, mode="pixel", device="cpu")
         self.batched = BatchAugment(data, recipe, num_classes)  # for its mixing and stats
         self.data = data
