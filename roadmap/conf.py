@@ -27,8 +27,7 @@ def register_configs() -> None:
     points and :func:`compose`, never at import."""
     ConfigStore.instance().store(group="model", name="base", node=ModelConfig)
     if not OmegaConf.has_resolver("roadmap.run_subdir"):
-        OmegaConf.register_new_resolver(
-            "roadmap.run_subdir", lambda step, seed, overrides: run_subdir(step, seed, overrides))
+        OmegaConf.register_new_resolver("roadmap.run_subdir", run_subdir)
 
 
 def conf_dir() -> Path:

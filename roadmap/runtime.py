@@ -20,6 +20,12 @@ class RunError(RuntimeError):
     """A run cannot start; the message says why and how to fix it."""
 
 
+DEVICES = ("auto", "cpu", "cuda")
+PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+"""``precision=`` values (and ``auto``) and their autocast dtypes."""
+CHANNELS_LAST = ("auto", True, False)
+
+
 @dataclass
 class Dist:
     """This process's place among the training processes (one when not distributed)."""
@@ -54,8 +60,8 @@ def resolve_device(name: str, local_rank: int = 0) -> torch.device:
     """``auto``: CUDA when visible, else the CPU."""
     if name == "auto":
         name = "cuda" if torch.cuda.is_available() else "cpu"
-    if name not in ("cpu", "cuda"):
-        raise RunError(f"device={name} is invalid; valid values: auto, cpu, cuda")
+    if name not in DEVICES:
+        raise RunError(f"device={name} is invalid; valid values: {', '.join(DEVICES)}")
     if name == "cuda" and not torch.cuda.is_available():
         raise RunError("device=cuda but no CUDA device is visible; use device=cpu or auto")
     return torch.device("cuda", local_rank) if name == "cuda" else torch.device("cpu")
@@ -71,12 +77,12 @@ def setup_distributed(dist: Dist, device: torch.device) -> None:
 
 def resolve_precision(precision: str, device: torch.device) -> torch.dtype | None:
     """The autocast dtype, or None for fp32. ``auto``: bf16 on CUDA, fp32 on the CPU."""
-    choices = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
     if precision == "auto":
         return torch.bfloat16 if device.type == "cuda" else None
-    if precision not in choices:
-        raise RunError(f"precision={precision} is invalid; valid values: auto, fp32, bf16, fp16")
-    return choices[precision]
+    if precision not in PRECISIONS:
+        raise RunError(f"precision={precision} is invalid; valid values: auto, "
+                       f"{', '.join(PRECISIONS)}")
+    return PRECISIONS[precision]
 
 
 def autocast_factory(dtype: torch.dtype | None, device: torch.device) -> Callable:

@@ -40,7 +40,7 @@ class PerImageAugment:
         fill = tuple(min(255, round(255 * m)) for m in data.mean)
         self.ra = rand_augment_transform(randaugment_spec(recipe),
                                          {"img_mean": fill, "interpolation": Image.BICUBIC})
-        self.erase = RandomErasing(recipe.random_erasing, mode="pixel", device="cpu")
+        self.erase = RandomErasing(recipe.random_erasing, mode=recipe.erasing_mode, device="cpu")
         self.batched = BatchAugment(data, recipe, num_classes)  # for its mixing and stats
         self.data = data
 

@@ -81,7 +81,6 @@ def peak_flops(device: torch.device, dtype: torch.dtype, repeats: int) -> float:
     return 2 * n ** 3 / best
 
 
-
 class Bench:
     """Training and inference steps of one model on one fixed batch, with AdamW (fused where
     it can be, as training does) for every step alike."""

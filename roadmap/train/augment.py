@@ -21,6 +21,8 @@ from torchvision.transforms import v2
 
 from roadmap.train.randaugment import BatchRandAugment, random_erasing
 
+CROPS = ("pad", "resized", "none")
+
 
 def random_pad_crop(x: torch.Tensor, padding: int) -> torch.Tensor:
     """Zero-pad every image by ``padding`` and crop it back at its own random offset."""
@@ -87,8 +89,9 @@ class BatchAugment:
         self.mix = mixup_cutmix(recipe, num_classes)
         self.mean = torch.tensor(list(data.mean)).view(1, -1, 1, 1)
         self.std = torch.tensor(list(data.std)).view(1, -1, 1, 1)
-        if data.crop not in ("pad", "resized", "none"):
-            raise ValueError(f"data.crop={data.crop} is invalid; valid values: pad, resized, none")
+        if data.crop not in CROPS:
+            raise ValueError(f"data.crop={data.crop} is invalid; valid values: "
+                             f"{', '.join(CROPS)}")
 
     def __call__(self, images: torch.Tensor, labels: torch.Tensor):
         data, recipe = self.data, self.recipe

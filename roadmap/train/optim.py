@@ -8,6 +8,9 @@ from typing import Any
 import torch
 from torch import nn
 
+OPTIMIZERS = ("sgd", "adamw")
+SCHEDULES = ("cosine", "step")
+
 
 def param_groups(model: nn.Module, weight_decay: float, exclude_1d: bool) -> list[dict]:
     """Two groups: decayed weights, and (if ``exclude_1d``) biases, norm weights and layer
@@ -40,7 +43,8 @@ def build_optimizer(model: nn.Module, recipe: Any, lr: float) -> torch.optim.Opt
     if recipe.optimizer == "adamw":
         return torch.optim.AdamW(groups, lr=lr, betas=tuple(recipe.betas), eps=recipe.eps,
                                  fused=fused)
-    raise ValueError(f"recipe.optimizer={recipe.optimizer} is invalid; valid values: sgd, adamw")
+    raise ValueError(f"recipe.optimizer={recipe.optimizer} is invalid; valid values: "
+                     f"{', '.join(OPTIMIZERS)}")
 
 
 class Schedule:
@@ -51,9 +55,9 @@ class Schedule:
     """
 
     def __init__(self, recipe: Any, epochs: int, steps_per_epoch: int, base_lr: float) -> None:
-        if recipe.schedule not in ("cosine", "step"):
+        if recipe.schedule not in SCHEDULES:
             raise ValueError(f"recipe.schedule={recipe.schedule} is invalid; valid values: "
-                             "cosine, step")
+                             f"{', '.join(SCHEDULES)}")
         stretch = epochs / recipe.epochs
         self.total = max(epochs * steps_per_epoch, 1)
         self.warmup = round(recipe.warmup_epochs * stretch * steps_per_epoch)

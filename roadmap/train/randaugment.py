@@ -33,6 +33,7 @@ OPS = ("AutoContrast", "Equalize", "Invert", "Rotate", "PosterizeIncreasing",
 """timm's ``_RAND_INCREASING_TRANSFORMS``, in its order."""
 
 LEVEL = 10.0  # timm's _LEVEL_DENOM: magnitudes are on a 0-10 scale
+ERASING_MODES = ("pixel", "rand", "const")
 
 
 # -- the ops, on float images in [0, 255] with whole values, (n, C, H, W) ----------------------
@@ -95,8 +96,9 @@ def _degenerate(x: torch.Tensor, op: torch.Tensor) -> torch.Tensor:
     """What each blend op mixes the image with (PIL's ImageEnhance): its grey image (colour),
     the mean of its grey image (contrast), black (brightness), its SMOOTH-filtered image, 3x3
     with centre 5 and the rest 1, borders kept (sharpness)."""
-    gray = _gray(x).expand_as(x)
-    mean = torch.floor(_gray(x).mean(dim=(1, 2, 3), keepdim=True) + 0.5)
+    gray = _gray(x)
+    mean = torch.floor(gray.mean(dim=(1, 2, 3), keepdim=True) + 0.5)
+    gray = gray.expand_as(x)
     smooth = x
     if bool((op == OPS.index("SharpnessIncreasing")).any()):
         n, c, h, w = x.shape

@@ -20,6 +20,9 @@ from roadmap.conf import model_config
 from roadmap.ladder import Step, get_step
 from roadmap.models import ModelConfig, build_model, count_gflops, count_params
 from roadmap.runtime import (
+    CHANNELS_LAST,
+    DEVICES,
+    PRECISIONS,
     Dist,
     RunError,
     autocast_factory,
@@ -29,7 +32,7 @@ from roadmap.runtime import (
     resolve_precision,
     setup_distributed,
 )
-from roadmap.train.augment import BatchAugment
+from roadmap.train.augment import CROPS, BatchAugment
 from roadmap.train.data import MemoryDataset, load_dataset
 from roadmap.train.loaders import (
     FolderTrainLoader,
@@ -38,19 +41,20 @@ from roadmap.train.loaders import (
     folder_eval_loader,
 )
 from roadmap.train.loop import Stepper
-from roadmap.train.optim import Schedule, build_optimizer, build_scheduler
+from roadmap.train.optim import OPTIMIZERS, SCHEDULES, Schedule, build_optimizer, build_scheduler
+from roadmap.train.randaugment import ERASING_MODES
+from roadmap.train.tracking import LOGGERS
 
 INTEGERS = {"seed": None, "epochs": 1, "batch_size": 1, "eval_batch_size": 1,
             "checkpoint_every": 1, "accum_steps": 1, "workers": 0, "data.image_size": 1,
             "data.val_size": 0, "data.val_seed": None}
 """Keys that must be integers, with their least valid value (None: any)."""
-CHOICES = {"device": ("auto", "cpu", "cuda"), "precision": ("auto", "fp32", "bf16", "fp16"),
-           "channels_last": ("auto", True, False), "compile": (True, False),
-           "progress": ("auto", True, False), "recipe.optimizer": ("sgd", "adamw"),
-           "recipe.schedule": ("cosine", "step"), "logger.name": ("wandb", "none"),
-           "data.crop": ("pad", "resized", "none"),
-           "recipe.erasing_mode": ("pixel", "rand", "const"),
-           "recipe.randaugment_increasing": (True, False)}
+CHOICES = {"device": DEVICES, "precision": ("auto", *PRECISIONS),
+           "channels_last": CHANNELS_LAST, "compile": (True, False),
+           "progress": ("auto", True, False), "recipe.optimizer": OPTIMIZERS,
+           "recipe.schedule": SCHEDULES, "logger.name": LOGGERS, "data.crop": CROPS,
+           "recipe.erasing_mode": ERASING_MODES, "recipe.randaugment_increasing": (True, False)}
+"""Keys with a fixed set of values, each set where it is used."""
 
 
 def _is_int(value) -> bool:

@@ -13,6 +13,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+LOGGERS = ("wandb", "none")
+
 
 class NullTracker:
     run_id: str | None = None
@@ -67,4 +69,4 @@ def make_tracker(logger: Any, config: dict, run_dir: Path, name: str, run_id: st
         return NullTracker()
     if logger.name == "wandb":
         return WandbTracker(logger, config, run_dir, name, run_id)
-    raise ValueError(f"logger={logger.name} is invalid; valid values: wandb, none")
+    raise ValueError(f"logger={logger.name} is invalid; valid values: {', '.join(LOGGERS)}")
