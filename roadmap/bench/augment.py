@@ -20,8 +20,7 @@ from roadmap.train.augment import (
     BatchAugment,
     normalize,
     randaugment_spec,
-    random_hflip,
-    random_pad_crop,
+    random_pad_crop_flip,
 )
 
 FULL_RECIPE = ("recipe.randaugment=true", "recipe.mixup_alpha=0.8", "recipe.cutmix_alpha=1.0",
@@ -51,7 +50,7 @@ class PerImageAugment:
         return out[None] if grey else out.permute(2, 0, 1)
 
     def __call__(self, images: torch.Tensor, labels: torch.Tensor):
-        x = random_hflip(random_pad_crop(images, self.data.padding))
+        x = random_pad_crop_flip(images, self.data.padding, True)
         x = torch.stack([self._randaugment(image) for image in x])
         x = self.erase(normalize(x, self.batched.mean, self.batched.std))
         return self.batched.mix(x, labels)

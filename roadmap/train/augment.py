@@ -24,16 +24,25 @@ from roadmap.train.randaugment import BatchRandAugment, random_erasing
 CROPS = ("pad", "resized", "none")
 
 
-def random_pad_crop(x: torch.Tensor, padding: int) -> torch.Tensor:
-    """Zero-pad every image by ``padding`` and crop it back at its own random offset."""
-    if padding <= 0:
-        return x
+def random_pad_crop_flip(x: torch.Tensor, padding: int, flip: bool) -> torch.Tensor:
+    """Zero-pad every image by ``padding``, crop it back at its own random offset and (``flip``)
+    mirror it with probability 0.5. The crops are one ``index_select`` from a view of the
+    padded batch that starts a window at every element."""
     n, c, h, w = x.shape
-    # every crop of the padded image, as a view (N, C, 2p+1, 2p+1, H, W); each image picks one
-    windows = F.pad(x, (padding,) * 4).unfold(2, h, 1).unfold(3, w, 1)
-    oy = torch.randint(0, 2 * padding + 1, (n,), device=x.device)
-    ox = torch.randint(0, 2 * padding + 1, (n,), device=x.device)
-    return windows[torch.arange(n, device=x.device), :, oy, ox]
+    dev = x.device
+    if padding > 0:
+        hp, wp = h + 2 * padding, w + 2 * padding
+        offset = torch.randint(0, 2 * padding + 1, (2, n), device=dev)
+        starts = torch.arange(n, device=dev) * (c * hp * wp) + offset[0] * wp + offset[1]
+        last = (n - 1) * c * hp * wp + 2 * padding * (wp + 1) + 1
+        windows = F.pad(x, (padding,) * 4).reshape(-1).as_strided(
+            (last, c, h, w), (1, hp * wp, wp, 1))
+        x = windows.index_select(0, starts)
+    if flip:
+        chosen = (torch.rand(n, device=dev) < 0.5).nonzero().flatten()
+        x = x.clone() if padding <= 0 else x  # the crops are this call's own
+        x.index_copy_(0, chosen, x.index_select(0, chosen).flip(-1))
+    return x
 
 
 def random_resized_crop(x: torch.Tensor, size: int, scale=(0.08, 1.0),
@@ -96,27 +105,27 @@ class BatchAugment:
     def __call__(self, images: torch.Tensor, labels: torch.Tensor):
         data, recipe = self.data, self.recipe
         x = images
-        if data.crop == "pad":
-            x = random_pad_crop(x, data.padding)
-        elif data.crop == "resized":
+        if data.crop == "resized":
             scale = tuple(data.get("scale", (0.08, 1.0)))
             crop = random_resized_crop(x.float(), data.image_size, scale)
             x = crop.round().clamp(0, 255).to(torch.uint8)
-        if recipe.hflip:
-            x = random_hflip(x)
+            if recipe.hflip:
+                x = random_hflip(x)
+        else:
+            x = random_pad_crop_flip(x, data.padding if data.crop == "pad" else 0, recipe.hflip)
         if self.randaugment is not None:
-            x = self.randaugment(x)
+            x = self.randaugment(x)  # float, whole values
         x = normalize(x, self.mean, self.std)
-        if recipe.random_erasing > 0:
-            x = random_erasing(x, recipe.random_erasing, mode=recipe.erasing_mode)
+        if recipe.random_erasing > 0:  # x is this call's own: erase in place
+            x = random_erasing(x, recipe.random_erasing, mode=recipe.erasing_mode, inplace=True)
         if self.mix is not None:
             x, labels = self.mix(x, labels)
         return x, labels
 
 
 def normalize(x: torch.Tensor, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
-    """uint8 images -> float, normalised per channel."""
-    return (x.float().div_(255) - mean.to(x.device)) / std.to(x.device)
+    """Images with values 0-255 (uint8, or float) -> float, normalised per channel."""
+    return (x.float() / 255 - mean.to(x.device)) / std.to(x.device)
 
 
 # -- image folders: timm's pipeline, image by image, as the official ConvNeXt code builds it ------

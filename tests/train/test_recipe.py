@@ -10,7 +10,7 @@ from roadmap.conf import compose
 from roadmap.models import build_model, convnext_config, resnet_config
 from roadmap.train.augment import (
     BatchAugment,
-    random_pad_crop,
+    random_pad_crop_flip,
     random_resized_crop,
 )
 from roadmap.train.optim import Schedule, build_optimizer, param_groups
@@ -62,12 +62,21 @@ def test_random_erasing_changes_a_quarter_of_the_images():
 
 
 def test_batched_crops_move_each_image_on_its_own():
-    x = torch.arange(16 * 16, dtype=torch.float32).view(1, 1, 16, 16).repeat(64, 1, 1, 1)
-    cropped = random_pad_crop(x, 4)
-    assert cropped.shape == x.shape
-    assert len({tuple(c.flatten()[:3].tolist()) for c in cropped}) > 5
+    torch.manual_seed(0)
+    x = torch.arange(1, 2 * 12 * 16 + 1.0).view(1, 2, 12, 16).repeat(800, 1, 1, 1)
+    out = random_pad_crop_flip(x, 4, flip=True)
+    padded = torch.nn.functional.pad(x[0], (4,) * 4)
+    crops = {(oy, ox, flip): padded[:, oy:oy + 12, ox:ox + 16].flip(-1) if flip
+             else padded[:, oy:oy + 12, ox:ox + 16]
+             for oy in range(9) for ox in range(9) for flip in (False, True)}
+    seen = []
+    for image in out:  # every output is one crop of the zero-padded image, mirrored or not
+        seen.append(next(k for k, crop in crops.items() if torch.equal(image, crop)))
+    assert len(set(seen)) > 140  # of 162: every offset and both orientations turn up
+    assert 0.45 < sum(flip for *_, flip in seen) / len(seen) < 0.55
+    assert torch.equal(random_pad_crop_flip(x, 0, flip=False), x)
     resized = random_resized_crop(x, 8)
-    assert resized.shape == (64, 1, 8, 8) and not torch.allclose(resized[0], resized[1])
+    assert resized.shape == (800, 2, 8, 8) and not torch.allclose(resized[0], resized[1])
 
 
 def test_no_weight_decay_on_one_dimensional_parameters():
