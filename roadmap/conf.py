@@ -23,11 +23,21 @@ CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
 
 def register_configs() -> None:
     """Register the model flags' schema (a misspelt ``model.<flag>`` fails at compose) and the
-    resolver that names run directories (:func:`roadmap.runs.run_subdir`). Called by the entry
+    resolvers that name run directories (:func:`roadmap.runs.run_subdir`) and pick a value by
+    a flag (:func:`when`, for the protocol's switches). Called by the entry
     points and :func:`compose`, never at import."""
     ConfigStore.instance().store(group="model", name="base", node=ModelConfig)
     if not OmegaConf.has_resolver("roadmap.run_subdir"):
         OmegaConf.register_new_resolver("roadmap.run_subdir", run_subdir)
+    if not OmegaConf.has_resolver("roadmap.when"):
+        OmegaConf.register_new_resolver("roadmap.when", when)
+
+
+def when(flag: bool, then, otherwise):
+    """``${roadmap.when:flag,a,b}``: ``a`` if the boolean ``flag`` is true, else ``b``."""
+    if not isinstance(flag, bool):
+        raise ValueError(f"roadmap.when takes true or false, not {flag!r}")
+    return then if flag else otherwise
 
 
 def conf_dir() -> Path:

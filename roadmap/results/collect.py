@@ -26,6 +26,8 @@ from roadmap.runs import variant
 OUTPUTS = ("results.csv", "results.md", "runs.csv")
 MODEL_PREFIX = "model."
 """Columns ``model.<flag>``: the flags of the network each run trained, from its metrics."""
+PROTOCOL_PREFIX = "protocol."
+"""Columns ``protocol.<key>``: the protocol each run trained under (its name and choices)."""
 
 
 # -- reading run directories --------------------------------------------------------------------
@@ -81,7 +83,8 @@ def _with_metrics(record: dict, path: Path) -> dict:
                 "error": f"metrics.json says completed but lacks {', '.join(NUMBERS)}"}
     record.update({k: v for k, v in metrics.items()
                    if k not in IDENTITY and not isinstance(v, (dict, list))})
-    record.update(model_columns(metrics.get("model")))
+    record.update(prefixed(MODEL_PREFIX, metrics.get("model")))
+    record.update(prefixed(PROTOCOL_PREFIX, metrics.get("protocol")))
     record["status"], record["error"] = status, str(metrics.get("error") or "")
     return record
 
@@ -106,12 +109,13 @@ def read_run(path: Path) -> dict:
     return record
 
 
-def model_columns(flags) -> dict:
-    """A run's model flags as ``model.<flag>`` columns (lists, e.g. depths, as text)."""
-    if not isinstance(flags, dict):
+def prefixed(prefix: str, values) -> dict:
+    """A dict of a run's metrics as ``<prefix><key>`` columns (lists, e.g. depths, as text)."""
+    if not isinstance(values, dict):
         return {}
-    return {MODEL_PREFIX + k: (str(list(v)) if isinstance(v, (list, tuple)) else v)
-            for k, v in flags.items()}
+    return {prefix + k: (str(list(v)) if isinstance(v, (list, tuple)) else v)
+            for k, v in values.items()}
+
 
 
 def find_runs(sweep_dir: Path) -> list[dict]:
@@ -198,7 +202,7 @@ def _row(step: str, name: str, info, seeds: set[int], seen: dict[int, dict]) -> 
         "paper_top1": info.paper_top1 if info else None,
         "paper_gflops": info.paper_gflops if info else None,
         "status": "ok" if not problems else "; ".join(problems),
-        **{k: v for k, v in flags.items() if k.startswith(MODEL_PREFIX)},
+        **{k: v for k, v in flags.items() if k.startswith((MODEL_PREFIX, PROTOCOL_PREFIX))},
     }
 
 

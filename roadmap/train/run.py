@@ -85,7 +85,9 @@ def train(cfg: DictConfig, run_dir: str | Path,
 def _recorded(cfg: DictConfig, run_dir: Path, dist: Dist) -> dict:
     """Run, and record in ``metrics.json`` how it ended: completed, diverged or failed."""
     base = {"step": cfg.step_name, "ladder": cfg.ladder.name, "seed": cfg.seed,
-            "preset": cfg.preset_name, "dataset": cfg.data.name, "recipe": cfg.recipe.name}
+            "preset": cfg.preset_name, "dataset": cfg.data.name, "recipe": cfg.recipe.name,
+            "protocol": OmegaConf.to_container(cfg.protocol, resolve=True),
+            "epochs": cfg.epochs, "scale": OmegaConf.to_container(cfg.scale, resolve=True)}
     started = time.time()
     try:
         return _train(cfg, run_dir, base, dist)
