@@ -61,6 +61,12 @@ plots: $(STAMP) ## the figures (PNG) of a results table (RESULTS=.../results.csv
 notebook: $(STAMP) ## execute analysis/ladder.py on RESULTS, writing an .ipynb beside the table
 	$(PY) -m roadmap.results.notebooks analysis/ladder.py $(RESULTS) --out $(dir $(RESULTS))ladder.ipynb
 
+protocol: $(STAMP) data ## the cpu protocol grid (24 runs, resumable) + the selection rule -> conf/protocol/cpu*.yaml
+	@exec $(PY) -m roadmap.protocol grid runs/protocol
+
+robustness: $(STAMP) data ## the ladder under the selected protocol and 2 alternatives, 3 seeds (resumable) + the view
+	@exec $(PY) -m roadmap.protocol robustness runs/robustness --seeds 0,1,2
+
 bench: $(STAMP) data ## speed of every step vs torchvision and the machine's peak -> BENCHMARKS.md
 	$(PY) -m roadmap.bench preset=cpu name=cpu-32px
 	$(PY) -m roadmap.bench preset=imagenet name=imagenet-224px batch_size=8 steps=1 repeats=5 warmup=1 data=false
@@ -69,4 +75,4 @@ bench: $(STAMP) data ## speed of every step vs torchvision and the machine's pea
 clean: ## remove the venv and caches (keeps runs/)
 	rm -rf $(VENV) .pytest_cache .ruff_cache *.egg-info
 
-.PHONY: help venv data test lint describe snapshot roadmap collect plots notebook bench clean
+.PHONY: help venv data test lint describe snapshot roadmap protocol robustness collect plots notebook bench clean
