@@ -67,6 +67,10 @@ protocol: $(STAMP) data ## the cpu protocol grid (24 runs, resumable) + the sele
 robustness: $(STAMP) data ## the ladder under the selected protocol and 2 alternatives, 3 seeds (resumable) + the view
 	@exec $(PY) -m roadmap.protocol robustness runs/robustness --seeds 0,1,2
 
+length: $(STAMP) data ## the ends and the recipe step at 10 epochs, 3 seeds (resumable), against the 2-epoch ladder
+	$(PY) -m roadmap.sweep runs/length --seeds 0,1,2 --steps resnet50,recipe,separate_downsampling -- epochs=10
+	$(PY) -m roadmap.results.length runs/robustness/cpu runs/length
+
 bench: $(STAMP) data ## speed of every step vs torchvision and the machine's peak -> BENCHMARKS.md
 	$(PY) -m roadmap.bench preset=cpu name=cpu-32px
 	$(PY) -m roadmap.bench preset=imagenet name=imagenet-224px batch_size=8 steps=1 repeats=5 warmup=1 data=false
@@ -75,4 +79,4 @@ bench: $(STAMP) data ## speed of every step vs torchvision and the machine's pea
 clean: ## remove the venv and caches (keeps runs/)
 	rm -rf $(VENV) .pytest_cache .ruff_cache *.egg-info
 
-.PHONY: help venv data test lint describe snapshot roadmap protocol robustness collect plots notebook bench clean
+.PHONY: help venv data test lint describe snapshot roadmap protocol robustness length collect plots notebook bench clean

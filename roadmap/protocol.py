@@ -240,7 +240,7 @@ def preset_protocol(preset: str) -> str:
 
 
 def run_robustness(out: Path, seeds: str, preset: str, protocols: Sequence[str],
-                   extra: Sequence[str]) -> int:
+                   extra: Sequence[str], steps: Sequence[str] | None = None) -> int:
     """The ladder under each protocol into ``out/<protocol>`` (resumable), then every table
     and the view across protocols."""
     from roadmap.results.collect import main as collect
@@ -251,10 +251,10 @@ def run_robustness(out: Path, seeds: str, preset: str, protocols: Sequence[str],
     status = 0
     for name in protocols:
         overrides = [*([] if name == own else [f"protocol={name}"]), *extra]
-        command = sweep_command(str(out / name), preset, seeds, "resnet50", overrides)
+        command = sweep_command(str(out / name), preset, seeds, "resnet50", overrides, steps)
         status = _sweep(command) or status
         collect([str(out / name)])
-    return view([str(out)]) or status
+    return view([str(out), "--protocols", ",".join(protocols)]) or status
 
 
 def default_protocols() -> list[str]:
@@ -273,6 +273,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--protocols", default=None, help="robustness: a,b,c (default: the "
                         "selection and its alternatives, experiments/protocol.json)")
     parser.add_argument("--write", action="store_true", help="select: write the selection")
+    parser.add_argument("--steps", default=None, help="robustness: a,b,c of the ladder "
+                        "(default: all)")
     args, extra = parser.parse_known_args(argv)
     extra = [o for o in extra if o != "--"]
     seeds = args.seeds or ("0,1,2" if args.command == "robustness" else "0,1")
@@ -286,7 +288,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             run_select(args.out, seed_list, args.write)
             return 0
         protocols = args.protocols.split(",") if args.protocols else default_protocols()
-        return run_robustness(args.out, seeds, args.preset, protocols, extra)
+        steps = args.steps.split(",") if args.steps else None
+        return run_robustness(args.out, seeds, args.preset, protocols, extra, steps)
     except (ValueError, FileNotFoundError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -1,7 +1,8 @@
 """``make roadmap``: every step of a ladder as one Hydra multirun of ``roadmap.train``, then its
 tables (``roadmap.results.collect``).
 
-    python -m roadmap.sweep OUT [--preset cpu] [--seeds 0,1] [--ladder resnet50] [-- overrides]
+    python -m roadmap.sweep OUT [--preset cpu] [--seeds 0,1] [--ladder resnet50] [--steps a,b]
+                            [-- overrides]
 
 The sweep runs in its own process group and dies with this process; this process dies with its
 parent (Linux's parent-death signal), so killing ``make`` alone, or this process, stops every
@@ -34,9 +35,11 @@ def die_with_parent() -> None:
 
 
 def sweep_command(out: str, preset: str, seeds: str, ladder: str,
-                  overrides: Sequence[str]) -> list[str]:
+                  overrides: Sequence[str], steps: Sequence[str] | None = None) -> list[str]:
+    """The ladder's steps (or ``steps`` of it) x ``seeds`` as one Hydra multirun into ``out``."""
+    steps = list(steps or step_names(ladder))
     return [sys.executable, "-m", "roadmap.train", "--multirun",
-            f"step={','.join(step_names(ladder))}", f"seed={seeds}", f"preset={preset}",
+            f"step={','.join(steps)}", f"seed={seeds}", f"preset={preset}",
             f"ladder={ladder}", f"hydra.sweep.dir={out}", *overrides]
 
 
@@ -68,11 +71,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--preset", default="cpu")
     parser.add_argument("--seeds", default="0")
     parser.add_argument("--ladder", default="resnet50")
+    parser.add_argument("--steps", default=None, help="a,b,c of the ladder (default: all)")
     args, overrides = parser.parse_known_args(argv)  # the rest: Hydra overrides
     overrides = [o for o in overrides if o != "--"]
     die_with_parent()
     try:
-        command = sweep_command(args.out, args.preset, args.seeds, args.ladder, overrides)
+        steps = args.steps.split(",") if args.steps else None
+        command = sweep_command(args.out, args.preset, args.seeds, args.ladder, overrides, steps)
     except ValueError as exc:  # an unknown ladder
         print(f"error: {exc}", file=sys.stderr)
         return 2

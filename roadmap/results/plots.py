@@ -17,6 +17,7 @@ from pathlib import Path
 import matplotlib
 import matplotlib.pyplot as plt
 import pandas as pd
+from matplotlib.text import Text
 
 ADOPTED, SIDE, PAPER = "#3b6ea8", "#b0b0b0", "#c9733a"
 KERNEL = "model.kernel_size"
@@ -146,15 +147,35 @@ def scatter_figure(table: pd.DataFrame) -> plt.Figure:
         (axp, rows["paper_gflops"], rows["paper_top1"], None, "Paper (ImageNet, 224px)", PAPER),
     ):
         axis.errorbar(x, yv, yerr=err, fmt="o", color=color, capsize=3)
-        for xi, yi, name in zip(x, yv, rows["step"], strict=True):
-            if not (pd.isna(xi) or pd.isna(yi)):
-                axis.annotate(name, (xi, yi), fontsize=7, xytext=(3, 3),
-                              textcoords="offset points")
         axis.set_xlabel("GFLOPs")
         axis.set_ylabel("top-1 %")
         axis.set_title(title)
     fig.tight_layout()
+    for axis, x, yv in ((ax, rows["gflops"], rows["top1_mean"]),
+                        (axp, rows["paper_gflops"], rows["paper_top1"])):
+        place_labels(axis, x, yv, rows["step"])
     return fig
+
+
+def place_labels(axis, x, y, names, fontsize: int = 7) -> None:
+    """Name every point, moving a label down (with a leader line) until it overlaps no label
+    placed before it, so that no name is printed over another."""
+    renderer = axis.figure.canvas.get_renderer()
+    placed = []
+    points = sorted(((float(a), float(b), n) for a, b, n in zip(x, y, names, strict=True)
+                     if not (pd.isna(a) or pd.isna(b))), key=lambda p: -p[1])
+    for a, b, name in points:
+        for shift in range(0, 40):
+            label = axis.annotate(name, (a, b), xytext=(4, 2 - 1.2 * fontsize * shift),
+                                  textcoords="offset points", fontsize=fontsize,
+                                  arrowprops={"arrowstyle": "-", "color": "0.6", "lw": 0.5}
+                                  if shift else None)
+            label.update_positions(renderer)
+            box = Text.get_window_extent(label, renderer)  # the text, not its leader line
+            if not any(box.overlaps(other) for other in placed):
+                break
+            label.remove()
+        placed.append(box)
 
 
 FIGURES = {"ladder": ladder_figure, "kernels": kernel_figure,

@@ -1,0 +1,230 @@
+"""Which conclusions survive a change of protocol: ``python -m roadmap.results.robustness OUT``.
+
+``OUT`` holds one ladder sweep per protocol (``make robustness``: ``OUT/<protocol>/``). For each
+step and protocol: the change of test top-1 against the parent step, with its 95% Welch
+interval; per step a verdict across protocols (rule: ``experiments/protocol.md``) and whether a
+robust verdict agrees in sign with the paper's change (Table 10). Writes ``robustness.csv``,
+``robustness.md`` and ``robustness.png`` (one marker series per protocol, beside the paper).
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+import pandas as pd
+
+from roadmap.results.collect import expected_runs, find_runs, summarise
+
+ROBUST_GAIN, ROBUST_LOSS = "robust gain", "robust loss"
+DEPENDENT, UNRESOLVED = "protocol-dependent", "unresolved"
+
+
+def resolved_sign(delta: float, half_width: float) -> int:
+    """+1 / -1 when the 95% interval ``delta +- half_width`` excludes 0, else 0 (also when
+    either is unknown)."""
+    if delta is None or half_width is None or math.isnan(delta) or math.isnan(half_width):
+        return 0
+    if delta - half_width > 0:
+        return 1
+    if delta + half_width < 0:
+        return -1
+    return 0
+
+
+def verdict(changes: Sequence[tuple[float, float]]) -> str:
+    """The verdict across protocols from each protocol's (change, 95% half-width)."""
+    signs = [resolved_sign(d, h) for d, h in changes]
+    if signs and all(s == 1 for s in signs):
+        return ROBUST_GAIN
+    if signs and all(s == -1 for s in signs):
+        return ROBUST_LOSS
+    if 1 in signs and -1 in signs:
+        return DEPENDENT
+    return UNRESOLVED
+
+
+def agreement(result: str, paper_delta: float | None) -> str:
+    """Whether a robust verdict has the sign of the paper's change ("" for the others)."""
+    if result not in (ROBUST_GAIN, ROBUST_LOSS) or paper_delta is None \
+            or math.isnan(paper_delta) or paper_delta == 0:
+        return ""
+    return "agrees" if (result == ROBUST_GAIN) == (paper_delta > 0) else "disagrees"
+
+
+def _sweeps(out: Path, order: Sequence[str] | None) -> list[Path]:
+    """The protocol sweep folders: ``order``'s (those that exist), else all, by name."""
+    if order:
+        return [out / name for name in order if (out / name).is_dir()]
+    return sorted(p for p in out.iterdir() if p.is_dir())
+
+
+def protocol_tables(out: Path, order: Sequence[str] | None = None) -> dict[str, pd.DataFrame]:
+    """Each protocol's ladder table (:func:`roadmap.results.collect.summarise`), by the
+    protocol name its runs recorded; a folder per protocol sweep."""
+    tables = {}
+    for sweep in _sweeps(out, order):
+        runs = find_runs(sweep)
+        if not runs:
+            continue
+        names = {r.get("protocol.name") for r in runs if r.get("protocol.name")}
+        name = names.pop() if len(names) == 1 else sweep.name
+        table = summarise(runs, expected_runs(sweep))
+        tables[name] = table.assign(variant="")  # one protocol per sweep: drop its override
+    return tables
+
+
+def _paper_deltas(table: pd.DataFrame) -> dict[str, float]:
+    paper = dict(zip(table["step"], table["paper_top1"], strict=True))
+    return {r["step"]: (r["paper_top1"] - paper[r["parent"]]
+                        if r["parent"] in paper else math.nan)
+            for r in table.to_dict("records")}
+
+
+def cross_table(tables: dict[str, pd.DataFrame]) -> pd.DataFrame:
+    """One row per step (ladder order): per protocol its mean, std, seeds, change against the
+    parent and the change's 95% half-width; the verdict; the paper's change and agreement."""
+    names = list(tables)
+    first = tables[names[0]]
+    paper = _paper_deltas(first)
+    rows = []
+    for step, index, parent in zip(first["step"], first["index"], first["parent"], strict=True):
+        row = {"index": index, "step": step, "parent": parent}
+        changes = []
+        for name in names:
+            r = tables[name].set_index("step").reindex([step]).iloc[0]
+            row.update({f"{name}.top1_mean": r["top1_mean"], f"{name}.top1_std": r["top1_std"],
+                        f"{name}.n": r["n"], f"{name}.delta": r["delta_top1"],
+                        f"{name}.delta_ci95": r["delta_ci95"]})
+            changes.append((r["delta_top1"], r["delta_ci95"]))
+        has_parent = isinstance(parent, str) and bool(parent)
+        row["verdict"] = verdict(changes) if has_parent else ""
+        row["paper_delta"] = paper.get(step, math.nan)
+        row["paper_agreement"] = agreement(row["verdict"], row["paper_delta"])
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def _cell(mean, std, n) -> str:
+    if mean is None or pd.isna(mean):
+        return ""
+    return f"{mean:.2f}" + (f" ± {std:.2f}" if n and n > 1 and not pd.isna(std) else "")
+
+
+def _change(delta, half) -> str:
+    if delta is None or pd.isna(delta):
+        return ""
+    return f"{delta:+.2f}" + ("" if pd.isna(half) else f" ± {half:.2f}")
+
+
+def to_markdown(cross: pd.DataFrame, names: list[str], made: str) -> str:
+    """The view: per step and protocol, top-1 and its change; the verdicts; a summary."""
+    head = ["#", "step"] + [f"{n}: top-1" for n in names] + [f"{n}: vs parent" for n in names]
+    head += ["verdict", "paper vs parent", "agrees with paper"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for r in cross.to_dict("records"):
+        cells = [str(r["index"]), r["step"]]
+        cells += [_cell(r[f"{n}.top1_mean"], r[f"{n}.top1_std"], r[f"{n}.n"]) for n in names]
+        cells += [_change(r[f"{n}.delta"], r[f"{n}.delta_ci95"]) for n in names]
+        cells += [r["verdict"], _change(r["paper_delta"], math.nan), r["paper_agreement"]]
+        lines.append("| " + " | ".join(cells) + " |")
+    counts = cross["verdict"][cross["verdict"] != ""].value_counts()
+    summary = ", ".join(f"{counts.get(v, 0)} {v}" for v in (ROBUST_GAIN, ROBUST_LOSS,
+                                                             DEPENDENT, UNRESOLVED))
+    return "\n".join([
+        "# Robustness across protocols", "", f"Made by {made}.", "",
+        f"Protocols: {', '.join(f'`{n}`' for n in names)} (conf/protocol/; "
+        "experiments/protocol.md). Test top-1 %, mean ± std over seeds; change against the "
+        "parent step with its 95% Welch interval. A change is resolved when its interval "
+        "excludes 0; the verdict rule and the paper comparison are in experiments/protocol.md.",
+        "", *lines, "", f"Verdicts: {summary}.", ""])
+
+
+MARKERS = ("o", "s", "^", "D", "v", "P")
+
+
+def figure(cross: pd.DataFrame, names: list[str]):
+    """The ladder under each protocol (one marker series each, mean ± std over seeds), and the
+    paper's ImageNet top-1 per step below it, on the same step axis."""
+    import matplotlib.pyplot as plt
+
+    from roadmap.results.plots import PAPER
+
+    x = list(range(len(cross)))
+    fig, (ax, axp) = plt.subplots(2, 1, figsize=(12, 7.5), sharex=True,
+                                  gridspec_kw={"height_ratios": [3, 1.4]})
+    for k, name in enumerate(names):
+        shift = (k - (len(names) - 1) / 2) * 0.18
+        ax.errorbar([i + shift for i in x], cross[f"{name}.top1_mean"],
+                    yerr=cross[f"{name}.top1_std"], fmt=MARKERS[k % len(MARKERS)] + "-",
+                    capsize=2, markersize=5, linewidth=0.8, label=name)
+    ax.set_ylabel("test top-1 % (mean ± std over seeds)")
+    ax.legend(title="protocol", fontsize=8)
+    ax.grid(axis="y", alpha=0.3)
+    ax.set_title("The ladder under each protocol")
+    axp.plot(x, cross["paper_top1"] if "paper_top1" in cross else [math.nan] * len(x), "^--",
+             color=PAPER)
+    axp.set_ylabel("paper ImageNet\ntop-1 %")
+    axp.set_xticks(x, [f"{i} {s}" for i, s in zip(cross["index"], cross["step"], strict=True)],
+                   rotation=55, ha="right", fontsize=8)
+    axp.grid(axis="y", alpha=0.3)
+    fig.tight_layout()
+    return fig
+
+
+def write(out: Path, dest: Path | None = None,
+          order: Sequence[str] | None = None) -> pd.DataFrame:
+    """The view of the protocol sweeps under ``out`` (the folders ``order`` names, in that
+    order; default: every folder), into ``dest`` (default: ``out``)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    tables = protocol_tables(out, order)
+    if not tables:
+        raise FileNotFoundError(f"no protocol sweeps with runs under {out}; run `make "
+                                "robustness`")
+    names = list(tables)
+    cross = cross_table(tables)
+    first = tables[names[0]]
+    cross.insert(cross.columns.get_loc("paper_delta"), "paper_top1", list(first["paper_top1"]))
+    runs = [r for sweep in _sweeps(out, order) for r in find_runs(sweep)]
+    made = "; ".join(sorted({f"commit {r.get('commit') or 'unknown'}, torch {r.get('torch')}"
+                             for r in runs if r["status"] == "completed"})) or "no completed run"
+    dest = dest or out
+    dest.mkdir(parents=True, exist_ok=True)
+    cross.to_csv(dest / "robustness.csv", index=False)
+    (dest / "robustness.md").write_text(to_markdown(cross, names, made))
+    fig = figure(cross, names)
+    fig.savefig(dest / "robustness.png", dpi=120)
+    plt.close(fig)
+    return cross
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="conclusions across protocols")
+    parser.add_argument("out", type=Path, help="folder of one ladder sweep per protocol")
+    parser.add_argument("--dest", type=Path, help="where to write (default: OUT)")
+    parser.add_argument("--protocols", help="a,b,c: the sweep folders, in this order "
+                        "(default: every folder of OUT)")
+    args = parser.parse_args(argv)
+    try:
+        cross = write(args.out, args.dest,
+                      args.protocols.split(",") if args.protocols else None)
+    except FileNotFoundError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    counts = cross["verdict"].value_counts()
+    print(f"roadmap.results.robustness: {len(cross)} steps; "
+          + ", ".join(f"{v}: {counts.get(v, 0)}" for v in (ROBUST_GAIN, ROBUST_LOSS, DEPENDENT,
+                                                           UNRESOLVED))
+          + f" -> {(args.dest or args.out) / 'robustness.md'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
