@@ -3,8 +3,7 @@
 In-memory data sets are augmented a batch at a time on the training device
 (:class:`BatchAugment`): crop and flip, timm's RandAugment and random erasing
 (:mod:`roadmap.train.randaugment`) are vectorised over the batch with parameters drawn per image,
-so the kernel launches per batch do not grow with the batch; Mixup/CutMix are per batch, as in
-timm.
+so the kernel launches per batch do not grow with the batch; Mixup/CutMix are timm's, per batch.
 Image folders use timm's pipeline (``create_transform``, ``Mixup``) as the official ConvNeXt
 code does: image by image in the loader's worker processes, Mixup per batch.
 """
@@ -17,7 +16,6 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torchvision.ops import roi_align
-from torchvision.transforms import v2
 
 from roadmap.train.randaugment import BatchRandAugment, random_erasing
 
@@ -67,21 +65,6 @@ def random_hflip(x: torch.Tensor) -> torch.Tensor:
     return torch.where(flip[:, None, None, None], x.flip(-1), x)
 
 
-def mixup_cutmix(recipe: Any, num_classes: int) -> v2.Transform | None:
-    """Mixup or CutMix (switching with ``mix_switch_prob``), applied with ``mix_prob``."""
-    choices, probs = [], []
-    if recipe.mixup_alpha > 0:
-        choices.append(v2.MixUp(alpha=recipe.mixup_alpha, num_classes=num_classes))
-        probs.append(1 - recipe.mix_switch_prob if recipe.cutmix_alpha > 0 else 1.0)
-    if recipe.cutmix_alpha > 0:
-        choices.append(v2.CutMix(alpha=recipe.cutmix_alpha, num_classes=num_classes))
-        probs.append(recipe.mix_switch_prob if recipe.mixup_alpha > 0 else 1.0)
-    if not choices:
-        return None
-    mix = v2.RandomChoice(choices, p=probs) if len(choices) > 1 else choices[0]
-    return v2.RandomApply([mix], p=recipe.mix_prob) if recipe.mix_prob < 1 else mix
-
-
 class BatchAugment:
     """The recipe's training augmentation for a uint8 batch on any device.
 
@@ -95,7 +78,7 @@ class BatchAugment:
         self.randaugment = (BatchRandAugment(recipe.randaugment_ops, recipe.randaugment_magnitude,
                                              recipe.randaugment_magnitude_std, fill=fill)
                             if recipe.randaugment else None)
-        self.mix = mixup_cutmix(recipe, num_classes)
+        self.mix = mixup(recipe, num_classes)
         self.mean = torch.tensor(list(data.mean)).view(1, -1, 1, 1)
         self.std = torch.tensor(list(data.std)).view(1, -1, 1, 1)
         if data.crop not in CROPS:
@@ -118,7 +101,7 @@ class BatchAugment:
         x = normalize(x, self.mean, self.std)
         if recipe.random_erasing > 0:  # x is this call's own: erase in place
             x = random_erasing(x, recipe.random_erasing, mode=recipe.erasing_mode, inplace=True)
-        if self.mix is not None:
+        if self.mix is not None:  # x is this call's own: mixed in place
             x, labels = self.mix(x, labels)
         return x, labels
 
@@ -163,10 +146,13 @@ def folder_eval_transform(data: Any, recipe: Any):
                             std=tuple(data.std))
 
 
-def folder_mixup(recipe: Any, num_classes: int):
-    """timm's Mixup/CutMix on a batch (``mix_prob``, switching with ``mix_switch_prob``), or
-    None. Its targets are left unsmoothed: the loss applies ``recipe.label_smoothing`` to the
-    mixed targets, which equals timm's smoothed targets with a soft-target cross-entropy."""
+def mixup(recipe: Any, num_classes: int):
+    """timm's Mixup/CutMix on a batch, for image folders and in-memory data alike: one ``lam``
+    per batch, the batch mixed with its reverse (``mix_prob``, CutMix rather than Mixup with
+    ``mix_switch_prob``; the box's area corrects ``lam``), or None. It needs an even batch and
+    mixes in place. Its targets are left unsmoothed: the loss applies
+    ``recipe.label_smoothing`` to the mixed targets, which equals timm's smoothed targets with
+    a soft-target cross-entropy."""
     if recipe.mixup_alpha <= 0 and recipe.cutmix_alpha <= 0:
         return None
     from timm.data import Mixup
@@ -174,3 +160,10 @@ def folder_mixup(recipe: Any, num_classes: int):
     return Mixup(mixup_alpha=recipe.mixup_alpha, cutmix_alpha=recipe.cutmix_alpha,
                  prob=recipe.mix_prob, switch_prob=recipe.mix_switch_prob, mode="batch",
                  label_smoothing=0.0, num_classes=num_classes)
+
+
+def check_even_batch(mix, batch_size: int) -> None:
+    """timm's Mixup/CutMix pairs each image with the batch's reverse: an even batch only."""
+    if mix is not None and batch_size % 2:
+        raise ValueError(f"timm's Mixup/CutMix needs an even batch; this process's batch is "
+                         f"{batch_size}: change batch_size (or total_batch)")

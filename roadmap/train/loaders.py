@@ -17,9 +17,10 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
 
 from roadmap.train.augment import (
     BatchAugment,
+    check_even_batch,
     folder_eval_transform,
-    folder_mixup,
     folder_train_transform,
+    mixup,
     normalize,
 )
 from roadmap.train.data import FolderDataset, MemoryDataset
@@ -37,6 +38,7 @@ class MemoryTrainLoader:
         if self.per_rank < batch_size:
             raise ValueError(f"batch_size={batch_size} is larger than the {self.per_rank} "
                              "training images per process; lower batch_size")
+        check_even_batch(augment.mix, batch_size)
 
     def __len__(self) -> int:
         return self.per_rank // self.batch_size
@@ -130,10 +132,8 @@ class FolderTrainLoader:
         self.options = dict(batch_size=batch_size, sampler=self.sampler, num_workers=workers,
                             pin_memory=device.type == "cuda", drop_last=True)
         self.n_batches = len(self.sampler) // batch_size
-        self.mix = folder_mixup(recipe, num_classes)
-        if self.mix is not None and batch_size % 2:
-            raise ValueError(f"timm's Mixup/CutMix needs an even batch; this process's batch is "
-                             f"{batch_size}: change batch_size (or total_batch)")
+        self.mix = mixup(recipe, num_classes)
+        check_even_batch(self.mix, batch_size)
         self.device, self.train = device, train
 
     def __len__(self) -> int:

@@ -18,7 +18,7 @@ from roadmap.train.optim import Schedule, build_optimizer, param_groups
 
 def recipe(name="convnext", **changes):
     cfg = compose(["step=recipe" if name == "convnext" else "step=resnet50", "preset=smoke"])
-    r = OmegaConf.to_container(cfg.recipe)
+    r = OmegaConf.to_container(cfg.recipe, resolve=True)
     r.update(changes)
     return OmegaConf.create(r), cfg.data
 
@@ -33,6 +33,16 @@ def test_mixup_and_cutmix_give_soft_targets():
     assert x.dtype == torch.float32 and y.shape == (32, 10)
     torch.testing.assert_close(y.sum(1), torch.ones(32))
     assert (y.max(1).values < 1).any()  # mixed, not one-hot
+
+
+def test_mixing_an_odd_batch_fails_at_start_with_one_line():
+    from roadmap.train.data import make_synthetic
+    from roadmap.train.loaders import MemoryTrainLoader
+
+    r, data = recipe(randaugment=False, random_erasing=0.0)
+    dataset = make_synthetic(OmegaConf.merge(data, {"train_size": 40, "test_size": 10}))
+    with pytest.raises(ValueError, match="needs an even batch"):
+        MemoryTrainLoader(dataset, 5, BatchAugment(data, r, 10), torch.device("cpu"))
 
 
 def test_no_mixing_keeps_class_indices():
