@@ -110,7 +110,10 @@ def score_grid(runs: list[dict], seeds: Sequence[int]) -> list[dict]:
 
 def select(rows: list[dict]) -> dict:
     """The rule: the best eligible score; ties (within TIE) towards the paper's choices. Then
-    the alternatives ``far`` and ``committed``. Refuses while runs are unfinished (a failed or
+    the alternatives ``far`` and ``committed`` (the committed protocol, else the best other
+    point that changes the padding or the regularisers: one that changes only step 0's schedule
+    would train the other 16 steps exactly as the selection). Refuses while runs are unfinished
+    (a failed or
     diverged run only makes its points ineligible)."""
     unfinished = sum(r["unfinished"] for r in rows)
     if unfinished:
@@ -126,8 +129,9 @@ def select(rows: list[dict]) -> dict:
     far = Point(max(PADDINGS, key=lambda p: (abs(p - point.padding), p)),
                 next(s for s in SCHEDULES if s != point.schedule), not point.regularisers)
     committed = Point(*PAPER)
-    if committed in (point, far):
-        rest = [r for r in eligible if _point(r) not in (point, far)]
+    if committed in (point, far):  # the runner-up that changes more than step 0 (amendment)
+        rest = [r for r in eligible if _point(r) not in (point, far)
+                and (r["padding"], r["regularisers"]) != (point.padding, point.regularisers)]
         committed = _point(max(rest, key=lambda r: r["score"])) if rest else None
     return {"selected": point, "far": far, "committed": committed, "best_score": best,
             "tied": [_point(r) for r in tied]}
@@ -160,16 +164,23 @@ def selection_markdown(rows: list[dict], result: dict, command: str) -> str:
                      f"{'kept' if r['regularisers'] else 'off'} | {fmt(r['val_resnet50'])} | "
                      f"{fmt(r['val_recipe'])} | {fmt(r['score'])} |")
     selected, far, committed = result["selected"], result["far"], result["committed"]
+    second = second_name(committed)
     lines += ["", f"**Selected** (`protocol/cpu.yaml`): {selected.label()}; score "
                   f"{result['best_score']:.2f}."
               + (f" Tied within {TIE} points: {'; '.join(p.label() for p in result['tied'])}."
                  if len(result["tied"]) > 1 else ""),
-              f"**Alternatives**: `cpu_far` = {far.label()}; `cpu_committed` = "
+              f"**Alternatives**: `cpu_far` = {far.label()}; `{second}` = "
               + (committed.label() if committed else "none (no eligible point left)") + "."]
     problems = [p for r in rows for p in r["problems"]]
     if problems:
         lines += ["", "Runs that did not complete: " + "; ".join(problems) + "."]
     return "\n".join(lines)
+
+
+def second_name(point: Point | None) -> str:
+    """The second alternative's protocol name: ``cpu_committed`` when it is the committed
+    protocol, else ``cpu_next``."""
+    return "cpu_committed" if point == Point(*PAPER) else "cpu_next"
 
 
 def write_selection(rows: list[dict], result: dict, command: str, root: Path = ROOT) -> None:
@@ -179,8 +190,10 @@ def write_selection(rows: list[dict], result: dict, command: str, root: Path = R
     files = {"cpu": (result["selected"], "the selection, the cpu preset's protocol"),
              "cpu_far": (result["far"], "the alternative with every factor changed")}
     if result["committed"] is not None:
-        files["cpu_committed"] = (result["committed"], "the first published ladder's protocol "
-                                  "(or the runner-up, see protocol.md)")
+        files[second_name(result["committed"])] = (
+            result["committed"], "the first published ladder's protocol" if
+            result["committed"] == Point(*PAPER) else "the best other point that changes the "
+            "padding or the regularisers (the committed protocol is the selection or far)")
     for name, (point, why) in files.items():
         (folder / f"{name}.yaml").write_text(protocol_yaml(name, point, why))
     (root / SELECTION_JSON.relative_to(ROOT)).write_text(json.dumps({

@@ -77,6 +77,18 @@ def test_ties_go_to_the_papers_choices_and_committed_falls_back_to_the_runner_up
     assert result["committed"] not in (Point(*PAPER), Point(0, "cosine", False))
 
 
+def test_the_second_alternative_changes_more_than_step_0():
+    step0, recipe = flat()
+    step0[(0, "cosine")], step0[(0, "step")] = 90.0, 89.8   # the runner-up: only step 0 differs
+    recipe[(0, False)], recipe[(0, True)] = 90.0, 85.0
+    recipe[(2, False)] = 86.0
+    result = select(score_grid(grid_runs(step0, recipe), seeds=(0, 1)))
+    assert result["selected"] == Point(0, "cosine", False)
+    assert result["far"] == Point(4, "step", True) == Point(*PAPER)
+    # (0, step, off) scores higher but trains steps 1-16 exactly as the selection
+    assert result["committed"] == Point(0, "cosine", True)
+
+
 def test_failed_runs_make_their_points_ineligible_and_unfinished_grids_are_refused():
     step0, recipe = flat()
     step0[(0, "step")] = 99.0
