@@ -24,7 +24,8 @@ from roadmap.models import build_model, count_gflops, count_params
 
 FORMATS = ("table", "markdown", "json")
 # the paper's setting, whatever data set the config trains on; overrides of these keys win
-PAPER_SETTINGS = ("model.num_classes=1000", "model.in_chans=3")
+PAPER_SETTINGS = ("model.num_classes=1000", "model.in_chans=3", "protocol=paper")
+"""The paper's networks: ImageNet's classes and channels, the recipes' own regularisers."""
 OWN_KEYS = {"format": "table", "steps": "", "image_size": "224", "convention": "fvcore",
             "ladder": "resnet50"}
 

@@ -53,8 +53,9 @@ def changed_flags(a, b) -> set[str]:
 @pytest.mark.parametrize("ladder", LADDERS)
 def test_each_step_is_its_parent_plus_one_to_three_flags(ladder):
     for step in ladder_steps(ladder)[1:]:
-        cfg = compose([f"ladder={ladder}", f"step={step.name}"])
-        parent = compose([f"ladder={ladder}", f"step={step.parent}"])
+        # the paper's ladder: its protocol (the cpu one turns the recipe's regularisers off)
+        cfg = compose([f"ladder={ladder}", f"step={step.name}", "protocol=paper"])
+        parent = compose([f"ladder={ladder}", f"step={step.parent}", "protocol=paper"])
         changed = changed_flags(model_config(cfg), model_config(parent))
         if step.name == "recipe":  # the recipe's settings that live in the network
             assert changed == {"drop_path_rate", "layer_scale_init", "init"}
@@ -78,7 +79,7 @@ def test_single_flag_overrides_any_step():
     assert changed_flags(base, ablated) == {"kernel_size"} and ablated.kernel_size == 9
 
 
-PAPER = ["model.num_classes=1000", "model.in_chans=3"]
+PAPER = ["model.num_classes=1000", "model.in_chans=3", "protocol=paper"]
 
 
 @pytest.mark.parametrize("ladder,first,last", [

@@ -209,9 +209,10 @@ def step_row(s: Settings, step: str, peak: float) -> dict:
 
 
 def versus_torchvision(s: Settings, step: str) -> dict:
-    """Ours against torchvision at full size, same classes/channels/resolution, alternating."""
+    """Ours against torchvision at full size, same classes/channels/resolution, alternating
+    (the paper's protocol: the network torchvision has, layer scale included)."""
     cfg = s.compose(step)
-    full = compose([f"ladder={s.own['ladder']}", f"step={step}",
+    full = compose([f"ladder={s.own['ladder']}", f"step={step}", "protocol=paper",
                     f"model.num_classes={cfg.model.num_classes}",
                     f"model.in_chans={cfg.model.in_chans}", "model.drop_path_rate=0"])
     ours = build_model(model_config(full))
