@@ -225,8 +225,11 @@ def run_grid(out: Path, seeds: str, preset: str, extra: Sequence[str]) -> int:
     for sub, overrides in grid_sweeps(seeds):
         command = [sys.executable, "-m", "roadmap.train", "--multirun", *overrides,
                    f"preset={preset}", f"hydra.sweep.dir={out / sub}", *extra]
-        status = _sweep(command) or status
+        code = _sweep(command)
         collect([str(out / sub)])
+        if code >= 128:  # stopped by a signal: stop here too (rerunning resumes)
+            return code
+        status = code or status
     return status
 
 
@@ -265,8 +268,11 @@ def run_robustness(out: Path, seeds: str, preset: str, protocols: Sequence[str],
     for name in protocols:
         overrides = [*([] if name == own else [f"protocol={name}"]), *extra]
         command = sweep_command(str(out / name), preset, seeds, "resnet50", overrides, steps)
-        status = _sweep(command) or status
+        code = _sweep(command)
         collect([str(out / name)])
+        if code >= 128:  # stopped by a signal: stop here too (rerunning resumes)
+            return code
+        status = code or status
     return view([str(out), "--protocols", ",".join(protocols)]) or status
 
 
