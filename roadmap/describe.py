@@ -16,6 +16,7 @@ import sys
 from collections.abc import Sequence
 
 import pandas as pd
+import torch
 
 from roadmap.cli import one_line, parse_key_values, positive_int
 from roadmap.conf import compose, model_config
@@ -47,7 +48,8 @@ def describe(ladder: str = "resnet50", overrides: Sequence[str] = (), image_size
     for step in chosen:
         cfg = compose([f"ladder={ladder}", f"step={step.name}", *paper, *overrides])
         mcfg = model_config(cfg)
-        model = build_model(mcfg)
+        with torch.device("meta"):  # shapes only: counting needs no weights and no compute
+            model = build_model(mcfg)
         gflops = count_gflops(model, image_size, mcfg.in_chans, convention)
         diff = None if step.paper_gflops is None else gflops - step.paper_gflops
         records.append({

@@ -52,10 +52,11 @@ def changed_flags(a, b) -> set[str]:
 
 @pytest.mark.parametrize("ladder", LADDERS)
 def test_each_step_is_its_parent_plus_one_to_three_flags(ladder):
+    # the paper's ladder: its protocol (the cpu one turns the recipe's regularisers off)
+    cfgs = {s.name: compose([f"ladder={ladder}", f"step={s.name}", "protocol=paper"])
+            for s in ladder_steps(ladder)}
     for step in ladder_steps(ladder)[1:]:
-        # the paper's ladder: its protocol (the cpu one turns the recipe's regularisers off)
-        cfg = compose([f"ladder={ladder}", f"step={step.name}", "protocol=paper"])
-        parent = compose([f"ladder={ladder}", f"step={step.parent}", "protocol=paper"])
+        cfg, parent = cfgs[step.name], cfgs[step.parent]
         changed = changed_flags(model_config(cfg), model_config(parent))
         if step.name == "recipe":  # the recipe's settings that live in the network
             assert changed == {"drop_path_rate", "layer_scale_init", "init"}

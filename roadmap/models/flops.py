@@ -66,7 +66,8 @@ def count_gflops(model: nn.Module, image_size: int = 224, in_chans: int = 3,
     was_training = model.training
     model.eval()
     try:
-        x = torch.zeros(1, in_chans, image_size, image_size)
+        device = next(model.parameters()).device  # a model on "meta" is counted, not run
+        x = torch.zeros(1, in_chans, image_size, image_size, device=device)
         counter = FlopCounterMode(display=False, custom_mapping=mapping)
         with counter:
             model(x)

@@ -38,7 +38,7 @@ class MemoryTrainLoader:
         if self.per_rank < batch_size:
             raise ValueError(f"batch_size={batch_size} is larger than the {self.per_rank} "
                              "training images per process; lower batch_size")
-        check_even_batch(augment.mix, batch_size)
+        check_even_batch(getattr(augment, "mix", None), batch_size)  # any callable augments
 
     def __len__(self) -> int:
         return self.per_rank // self.batch_size
