@@ -229,3 +229,19 @@ def test_the_length_view_gives_each_gap_with_its_interval():
     assert out[1]["separate_downsampling-resnet50"] == pytest.approx(2.0)
     assert out[1]["recipe-resnet50.ci95"] == pytest.approx(1.1337, abs=1e-3)  # t(4) * 0.408
     assert "| 10 epochs | 90.00 ± 0.50 (3)" in to_markdown(out, "commit x")
+
+
+def test_a_stopped_sweep_stops_the_robustness_command(tmp_path, monkeypatch):
+    import roadmap.protocol as protocol
+
+    calls = []
+
+    def stopped(command):
+        calls.append(command)
+        return 128 + 15  # as roadmap.sweep.run_sweep after SIGTERM
+
+    monkeypatch.setattr(protocol, "_sweep", stopped)
+    monkeypatch.setattr(protocol, "preset_protocol", lambda preset: "paper")
+    code = protocol.run_robustness(tmp_path, "0", "smoke", ["paper", "grid"], [])
+    assert code == 143 and len(calls) == 1  # the second protocol never started
+    assert protocol.run_grid(tmp_path, "0", "smoke", []) == 143 and len(calls) == 2
