@@ -68,7 +68,8 @@ def protocol_tables(out: Path, order: Sequence[str] | None = None) -> dict[str, 
     tables = {}
     for sweep in _sweeps(out, order):
         runs = find_runs(sweep)
-        if not runs:
+        if not runs:  # a protocol not run yet stays a column: its verdicts are unresolved
+            tables[sweep.name] = pd.DataFrame()
             continue
         names = {r.get("protocol.name") for r in runs if r.get("protocol.name")}
         name = names.pop() if len(names) == 1 else sweep.name
@@ -84,18 +85,26 @@ def _paper_deltas(table: pd.DataFrame) -> dict[str, float]:
             for r in table.to_dict("records")}
 
 
+def _step_row(table: pd.DataFrame, step: str) -> dict:
+    """A step's numbers in one protocol's table (NaN, n = 0 where it has none)."""
+    keys = ("top1_mean", "top1_std", "delta_top1", "delta_ci95")
+    if table.empty or step not in set(table["step"]):
+        return {**{k: math.nan for k in keys}, "n": 0}
+    return table[table["step"] == step].iloc[0].to_dict()
+
+
 def cross_table(tables: dict[str, pd.DataFrame]) -> pd.DataFrame:
     """One row per step (ladder order): per protocol its mean, std, seeds, change against the
     parent and the change's 95% half-width; the verdict; the paper's change and agreement."""
     names = list(tables)
-    first = tables[names[0]]
+    first = next(t for t in tables.values() if not t.empty)
     paper = _paper_deltas(first)
     rows = []
     for step, index, parent in zip(first["step"], first["index"], first["parent"], strict=True):
         row = {"index": index, "step": step, "parent": parent}
         changes = []
         for name in names:
-            r = tables[name].set_index("step").reindex([step]).iloc[0]
+            r = _step_row(tables[name], step)
             row.update({f"{name}.top1_mean": r["top1_mean"], f"{name}.top1_std": r["top1_std"],
                         f"{name}.n": r["n"], f"{name}.delta": r["delta_top1"],
                         f"{name}.delta_ci95": r["delta_ci95"]})
@@ -188,9 +197,11 @@ def write(out: Path, dest: Path | None = None,
     if not tables:
         raise FileNotFoundError(f"no protocol sweeps with runs under {out}; run `make "
                                 "robustness`")
+    if all(t.empty for t in tables.values()):
+        raise FileNotFoundError(f"no finished runs under {out}; run `make robustness`")
     names = list(tables)
     cross = cross_table(tables)
-    first = tables[names[0]]
+    first = next(t for t in tables.values() if not t.empty)
     cross.insert(cross.columns.get_loc("paper_delta"), "paper_top1", list(first["paper_top1"]))
     runs = [r for sweep in _sweeps(out, order) for r in find_runs(sweep)]
     made = "; ".join(sorted({f"commit {r.get('commit') or 'unknown'}, torch {r.get('torch')}"

@@ -245,3 +245,18 @@ def test_a_stopped_sweep_stops_the_robustness_command(tmp_path, monkeypatch):
     code = protocol.run_robustness(tmp_path, "0", "smoke", ["paper", "grid"], [])
     assert code == 143 and len(calls) == 1  # the second protocol never started
     assert protocol.run_grid(tmp_path, "0", "smoke", []) == 143 and len(calls) == 2
+
+
+def test_a_protocol_without_runs_leaves_every_verdict_unresolved():
+    import pandas as pd
+
+    from roadmap.results.robustness import cross_table
+
+    done = pd.DataFrame({"step": ["resnet50", "recipe"], "index": ["0", "1"],
+                         "parent": [None, "resnet50"], "top1_mean": [80.0, 90.0],
+                         "top1_std": [0.1, 0.1], "n": [3, 3], "delta_top1": [math.nan, 10.0],
+                         "delta_ci95": [math.nan, 0.3], "paper_top1": [76.13, 78.82]})
+    alone = cross_table({"cpu": done})
+    assert list(alone["verdict"]) == ["", ROBUST_GAIN]  # one protocol: resolved there
+    both = cross_table({"cpu": done, "cpu_far": pd.DataFrame()})
+    assert list(both["verdict"]) == ["", UNRESOLVED] and both["cpu_far.n"].tolist() == [0, 0]
