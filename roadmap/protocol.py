@@ -198,7 +198,7 @@ def write_selection(rows: list[dict], result: dict, command: str, root: Path = R
         (folder / f"{name}.yaml").write_text(protocol_yaml(name, point, why))
     (root / SELECTION_JSON.relative_to(ROOT)).write_text(json.dumps({
         "rule": "experiments/protocol.md", "command": command, "seeds": result["seeds"],
-        "commit": result["commit"], "grid": [{k: v for k, v in r.items()} for r in rows],
+        "commit": result["commit"], "grid": rows,
         "selected": asdict(result["selected"]), "far": asdict(result["far"]),
         "committed": asdict(result["committed"]) if result["committed"] else None,
         "protocols": list(files)}, indent=2, default=str) + "\n")

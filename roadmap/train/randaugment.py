@@ -176,9 +176,9 @@ def _degenerate(x: torch.Tensor, op: torch.Tensor) -> torch.Tensor:
     return torch.where(_is(op, "ColorIncreasing"), _gray(x).expand_as(x), _smooth(x))
 
 
-def colour_ops(x: torch.Tensor, op: torch.Tensor, m: torch.Tensor, sign: torch.Tensor,
-               group: torch.Tensor, out: torch.Tensor) -> None:
-    """The ten colour ops, into ``out``: one table lookup for the images whose op maps values
+def colour_ops_(x: torch.Tensor, op: torch.Tensor, m: torch.Tensor, sign: torch.Tensor,
+                group: torch.Tensor) -> None:
+    """The ten colour ops, in place in ``x``: one table lookup for the images whose op maps values
     (``group`` 1), one blend for colour and sharpness (``group`` 2)."""
     n, c, h, w = x.shape
     chosen = (group == 1).nonzero().flatten()
@@ -186,12 +186,12 @@ def colour_ops(x: torch.Tensor, op: torch.Tensor, m: torch.Tensor, sign: torch.T
         sub = x.index_select(0, chosen)
         flat = sub.reshape(len(chosen), c, h * w).long()
         lut = _luts(sub, flat, op[chosen], m[chosen], sign[chosen])
-        out.index_copy_(0, chosen, lut.gather(2, flat).view_as(sub))
+        x.index_copy_(0, chosen, lut.gather(2, flat).view_as(sub))
     chosen = (group == 2).nonzero().flatten()
     if len(chosen):
         sub = x.index_select(0, chosen)
         factor = _factor(m[chosen], sign[chosen]).view(-1, 1, 1, 1)
-        out.index_copy_(0, chosen, _blend(_degenerate(sub, op[chosen]), sub, factor))
+        x.index_copy_(0, chosen, _blend(_degenerate(sub, op[chosen]), sub, factor))
 
 
 def _affine(x: torch.Tensor, theta: torch.Tensor, fill: torch.Tensor) -> torch.Tensor:
@@ -228,14 +228,13 @@ def apply_ops_(x: torch.Tensor, op: torch.Tensor, m: torch.Tensor, sign: torch.T
     """Every image's op (``op`` = -1: none), each group of ops once for the whole batch, in
     place (each group reads its own images only)."""
     group = _constants(x.device)["group"][op + 1]
-    out = x
-    colour_ops(x, op, m, sign, group, out)
+    colour_ops_(x, op, m, sign, group)
     chosen = (group == 3).nonzero().flatten()
     if len(chosen):
         sub = x.index_select(0, chosen)
         theta = geometric_thetas(sub, op[chosen], m[chosen], sign[chosen])
-        out.index_copy_(0, chosen, _affine(sub, theta, fill))
-    return out
+        x.index_copy_(0, chosen, _affine(sub, theta, fill))
+    return x
 
 
 def _single(name: str) -> Callable:
