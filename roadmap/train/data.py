@@ -13,7 +13,7 @@ import gzip
 import math
 import pickle
 import struct
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -61,15 +61,17 @@ class FolderDataset:
     """Carved from ``train/`` when ``data.val_size`` > 0 (decoded like the test set)."""
 
 
-def stratified_split(labels: torch.Tensor, size: int, seed: int) -> tuple[torch.Tensor,
-                                                                        torch.Tensor]:
-    """(train, validation) indices: ``size`` images held out with every class in its share of
+def stratified_split(labels: torch.Tensor, size: int, seed: int,
+                     key: str = "data.val_size") -> tuple[torch.Tensor, torch.Tensor]:
+    """(rest, held) indices: ``size`` images held out with every class in its share of
     ``labels`` (largest remainders), chosen by a generator seeded with ``seed`` alone, so the
-    split is the same for every run, step and training seed."""
+    split is the same for every run, step and training seed. ``key`` names the setting in
+    the error an impossible ``size`` raises."""
     n = len(labels)
     if not 0 < size < n:
-        raise DataError(f"data.val_size={size} is invalid for {n} training images: must be "
-                        f"between 1 and {n - 1}, or 0 for no validation split")
+        off = "0 for no validation split" if key == "data.val_size" else f"null for all {n}"
+        raise DataError(f"{key}={size} is invalid for {n} training images: must be "
+                        f"between 1 and {n - 1}, or {off}")
     perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
     classes, counts = labels.unique(return_counts=True)
     quota = counts.double() * size / n
@@ -100,6 +102,31 @@ def with_validation(dataset: MemoryDataset | FolderDataset, size: int,
                          dataset.num_classes, Subset(dataset.train, val.tolist()))
 
 
+TRAIN_SUBSET_SEED = 1
+"""The subset of ``data.train_images`` is drawn with its own fixed seed (the validation split's
+is ``data.val_seed``): the same images for every run, step and training seed."""
+
+
+def with_train_images(dataset: MemoryDataset | FolderDataset,
+                      count: int | None) -> MemoryDataset | FolderDataset:
+    """``dataset`` training on a fixed, stratified ``count`` of its training images (after the
+    validation split; None: all of them)."""
+    if count is None:
+        return dataset
+    if isinstance(dataset, MemoryDataset):
+        _, keep = stratified_split(dataset.train_labels, count, TRAIN_SUBSET_SEED,
+                                   "data.train_images")
+        return replace(dataset, train_images=dataset.train_images[keep],
+                       train_labels=dataset.train_labels[keep])
+    from torch.utils.data import Subset
+
+    train = dataset.train
+    labels = torch.tensor([train.dataset.targets[i] for i in train.indices]
+                          if isinstance(train, Subset) else train.targets)
+    _, keep = stratified_split(labels, count, TRAIN_SUBSET_SEED, "data.train_images")
+    return replace(dataset, train=Subset(train, keep.tolist()))
+
+
 def load_dataset(data: Any) -> MemoryDataset | FolderDataset:
     """The data set named by ``data.name`` (a config node), with its validation split."""
     loaders = {"fashion_mnist": load_fashion_mnist, "cifar10": load_cifar, "cifar100": load_cifar,
@@ -111,7 +138,8 @@ def load_dataset(data: Any) -> MemoryDataset | FolderDataset:
         raise DataError(f"data.num_classes={data.num_classes} but the data set has "
                         f"{dataset.num_classes} classes; set data.num_classes="
                         f"{dataset.num_classes}")
-    return with_validation(dataset, int(data.get("val_size", 0)), int(data.get("val_seed", 0)))
+    dataset = with_validation(dataset, int(data.get("val_size", 0)), int(data.get("val_seed", 0)))
+    return with_train_images(dataset, data.get("train_images"))
 
 
 # -- Fashion-MNIST ------------------------------------------------------------------------------

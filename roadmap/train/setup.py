@@ -81,8 +81,10 @@ def _value_errors(cfg: DictConfig) -> Iterator[str]:
             yield f"{key}={OmegaConf.select(cfg, key)} is invalid: must be a number > 0"
     if cfg.lr is not None and (not _is_number(cfg.lr) or cfg.lr <= 0):
         yield f"lr={cfg.lr} is invalid: must be a number > 0, or null for the recipe's rule"
-    if cfg.total_batch is not None and (not _is_int(cfg.total_batch) or cfg.total_batch < 1):
-        yield f"total_batch={cfg.total_batch} is invalid: must be an integer >= 1, or null"
+    for key in ("total_batch", "data.train_images"):
+        value = OmegaConf.select(cfg, key)
+        if value is not None and (not _is_int(value) or value < 1):
+            yield f"{key}={value} is invalid: must be an integer >= 1, or null"
     if cfg.data.crop == "pad" and (not _is_int(cfg.data.padding) or cfg.data.padding < 0):
         yield f"data.padding={cfg.data.padding} is invalid: must be an integer >= 0"
     if cfg.recipe.randaugment and not cfg.recipe.randaugment_increasing and \

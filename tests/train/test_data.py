@@ -122,6 +122,11 @@ def test_imagefolder_loaders(tmp_path):
     assert sorted(ds.train.dataset.targets[i] for i in ds.val.indices) == [0, 0, 1, 1, 2, 2]
     xs, ys = next(iter(folder_eval_loader(ds.val, 100, data, recipe, 0, rank=0, world=1)))
     assert xs.shape == (6, 3, 32, 32)
+    data.train_images = 6  # a stratified subset of the 12 left, disjoint from validation
+    sub = load_dataset(data)
+    picked = [sub.train.dataset.indices[i] for i in sub.train.indices]
+    assert sorted(ds.train.dataset.targets[i] for i in picked) == [0, 0, 1, 1, 2, 2]
+    assert set(picked).isdisjoint(sub.val.indices)
 
 
 def test_imagefolder_training_and_class_check(tmp_path):

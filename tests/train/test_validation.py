@@ -56,3 +56,27 @@ def test_a_bad_validation_size_fails_before_training(tmp_path, size, error, mess
         train(compose(["step=resnet50", "preset=smoke", "logger=none",
                        f"data.val_size={size}"]), tmp_path)
     assert not (tmp_path / "last.pt").exists() and not (tmp_path / "epochs.jsonl").exists()
+
+
+def test_train_images_is_a_fixed_stratified_subset_of_the_rest():
+    base = ["step=resnet50", "preset=smoke"]
+    rest = load_dataset(compose(base).data)
+    data = compose([*base, "data.train_images=300"]).data
+    ds, again = load_dataset(data), load_dataset(data)
+    assert len(ds.train_labels) == 300 and (ds.train_labels.bincount() == 30).all()
+    assert torch.equal(ds.train_images, again.train_images)  # the same for every run
+    assert torch.equal(ds.val_images, rest.val_images)       # validation and test untouched
+    assert torch.equal(ds.test_images, rest.test_images)
+    pool = {tuple(x.flatten().tolist()) for x in rest.train_images}
+    assert all(tuple(x.flatten().tolist()) in pool for x in ds.train_images)
+
+
+@pytest.mark.parametrize("count,error,message", [
+    (0, RunError, "data.train_images=0 is invalid: must be an integer >= 1, or null"),
+    (900, DataError, "data.train_images=900 is invalid for 900 training images"),
+])
+def test_a_bad_train_images_fails_before_training(tmp_path, count, error, message):
+    with pytest.raises(error, match=message):
+        train(compose(["step=resnet50", "preset=smoke", "logger=none",
+                       f"data.train_images={count}"]), tmp_path)
+    assert not (tmp_path / "last.pt").exists() and not (tmp_path / "epochs.jsonl").exists()
