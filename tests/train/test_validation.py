@@ -46,15 +46,18 @@ def test_a_run_reports_validation_and_test_side_by_side(tmp_path):
     assert {"val_top1", "val_loss", "top1", "test_loss"} <= set(record)
 
 
-@pytest.mark.parametrize("size,error,message", [
-    (-1, RunError, "data.val_size=-1 is invalid: must be an integer >= 0"),
-    (1000, DataError, "data.val_size=1000 is invalid for 1000 training images"),
-    (5000, DataError, "data.val_size=5000 is invalid for 1000 training images"),
+@pytest.mark.parametrize("override,error,message", [
+    ("data.val_size=-1", RunError, "data.val_size=-1 is invalid: must be an integer >= 0"),
+    ("data.val_size=1000", DataError, "data.val_size=1000 is invalid for 1000 training images"),
+    ("data.val_size=5000", DataError, "data.val_size=5000 is invalid for 1000 training images"),
+    ("data.train_images=0", RunError,
+     "data.train_images=0 is invalid: must be an integer >= 1, or null"),
+    ("data.train_images=900", DataError, "data.train_images=900 is invalid for 900 training "
+     "images: must be between 1 and 899, or null for all 900"),
 ])
-def test_a_bad_validation_size_fails_before_training(tmp_path, size, error, message):
+def test_a_bad_split_or_subset_fails_before_training(tmp_path, override, error, message):
     with pytest.raises(error, match=message):
-        train(compose(["step=resnet50", "preset=smoke", "logger=none",
-                       f"data.val_size={size}"]), tmp_path)
+        train(compose(["step=resnet50", "preset=smoke", "logger=none", override]), tmp_path)
     assert not (tmp_path / "last.pt").exists() and not (tmp_path / "epochs.jsonl").exists()
 
 
@@ -69,14 +72,3 @@ def test_train_images_is_a_fixed_stratified_subset_of_the_rest():
     assert torch.equal(ds.test_images, rest.test_images)
     pool = {tuple(x.flatten().tolist()) for x in rest.train_images}
     assert all(tuple(x.flatten().tolist()) in pool for x in ds.train_images)
-
-
-@pytest.mark.parametrize("count,error,message", [
-    (0, RunError, "data.train_images=0 is invalid: must be an integer >= 1, or null"),
-    (900, DataError, "data.train_images=900 is invalid for 900 training images"),
-])
-def test_a_bad_train_images_fails_before_training(tmp_path, count, error, message):
-    with pytest.raises(error, match=message):
-        train(compose(["step=resnet50", "preset=smoke", "logger=none",
-                       f"data.train_images={count}"]), tmp_path)
-    assert not (tmp_path / "last.pt").exists() and not (tmp_path / "epochs.jsonl").exists()
