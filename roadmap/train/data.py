@@ -128,7 +128,8 @@ def with_train_images(dataset: MemoryDataset | FolderDataset,
 
 
 def load_dataset(data: Any) -> MemoryDataset | FolderDataset:
-    """The data set named by ``data.name`` (a config node), with its validation split."""
+    """The data set named by ``data.name`` (a config node), with its validation split and
+    training subset."""
     loaders = {"fashion_mnist": load_fashion_mnist, "cifar10": load_cifar, "cifar100": load_cifar,
                "imagefolder": load_imagefolder, "synthetic": make_synthetic}
     if data.name not in loaders:
