@@ -61,15 +61,15 @@ class FolderDataset:
     """Carved from ``train/`` when ``data.val_size`` > 0 (decoded like the test set)."""
 
 
-def stratified_split(labels: torch.Tensor, size: int, seed: int,
-                     key: str = "data.val_size") -> tuple[torch.Tensor, torch.Tensor]:
+def stratified_split(labels: torch.Tensor, size: int, seed: int, key: str = "data.val_size",
+                     off: str = "0 for no validation split") -> tuple[torch.Tensor,
+                                                                      torch.Tensor]:
     """(rest, held) indices: ``size`` images held out with every class in its share of
     ``labels`` (largest remainders), chosen by a generator seeded with ``seed`` alone, so the
-    split is the same for every run, step and training seed. ``key`` names the setting in
-    the error an impossible ``size`` raises."""
+    split is the same for every run, step and training seed. ``key`` and ``off`` (its value
+    that turns it off) name the setting in the error an impossible ``size`` raises."""
     n = len(labels)
     if not 0 < size < n:
-        off = "0 for no validation split" if key == "data.val_size" else f"null for all {n}"
         raise DataError(f"{key}={size} is invalid for {n} training images: must be "
                         f"between 1 and {n - 1}, or {off}")
     perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
@@ -115,7 +115,7 @@ def with_train_images(dataset: MemoryDataset | FolderDataset,
         return dataset
     if isinstance(dataset, MemoryDataset):
         _, keep = stratified_split(dataset.train_labels, count, TRAIN_SUBSET_SEED,
-                                   "data.train_images")
+                                   "data.train_images", f"null for all {len(dataset.train_labels)}")
         return replace(dataset, train_images=dataset.train_images[keep],
                        train_labels=dataset.train_labels[keep])
     from torch.utils.data import Subset
@@ -123,7 +123,8 @@ def with_train_images(dataset: MemoryDataset | FolderDataset,
     train = dataset.train
     labels = torch.tensor([train.dataset.targets[i] for i in train.indices]
                           if isinstance(train, Subset) else train.targets)
-    _, keep = stratified_split(labels, count, TRAIN_SUBSET_SEED, "data.train_images")
+    _, keep = stratified_split(labels, count, TRAIN_SUBSET_SEED, "data.train_images",
+                               f"null for all {len(labels)}")
     return replace(dataset, train=Subset(train, keep.tolist()))
 
 
