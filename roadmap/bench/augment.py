@@ -18,7 +18,6 @@ from roadmap.conf import compose
 from roadmap.results.stats import ratio_interval
 from roadmap.train.augment import (
     BatchAugment,
-    normalize,
     randaugment_spec,
     random_pad_crop_flip,
 )
@@ -52,7 +51,7 @@ class PerImageAugment:
     def __call__(self, images: torch.Tensor, labels: torch.Tensor):
         x = random_pad_crop_flip(images, self.data.padding, True)
         x = torch.stack([self._randaugment(image) for image in x])
-        x = self.erase(normalize(x, self.batched.mean, self.batched.std))
+        x = self.erase(self.batched.normalize(x))
         return self.batched.mix(x, labels)
 
 

@@ -121,9 +121,13 @@ def _model_tables(r: dict) -> list[str]:
 
 
 def _share_table(rows: list[dict]) -> list[str]:
+    """Share of a training step spent on the data path; ``augmented per call``: the batches
+    the loader augments at once (older runs: one)."""
     return md_table(
-        ["preset", "step", "data", "batch", "share of a step", "data img/s", "step img/s"],
-        [[d["preset"], d["step"], d["source"], d["batch"], f"{100 * d['data_share']:.1f}%",
+        ["preset", "step", "data", "batch", "augmented per call", "share of a step",
+         "data img/s", "step img/s"],
+        [[d["preset"], d["step"], d["source"], d["batch"],
+          f"{d.get('augment_batches', 1)} batches", f"{100 * d['data_share']:.1f}%",
           f"{d['data_images_per_s']:.0f}", f"{d['step_images_per_s']:.0f}"] for d in rows])
 
 

@@ -308,10 +308,12 @@ def data_share(preset: str, ladder: str, s: Settings, extra: Sequence[str] = ())
                           channels_last=channels_last)
         data_t, step_t = timed_data_steps(loader, stepper, s.device, s.warmup,
                                           s.steps * s.repeats)
+        images = cfg.batch_size * len(data_t)  # over whole chunks: means, not medians
         rows.append({"preset": preset, "step": step, "source": source,
-                     "batch": cfg.batch_size, "data_share": sum(data_t) / sum(step_t),
-                     "data_images_per_s": cfg.batch_size / statistics.median(data_t),
-                     "step_images_per_s": cfg.batch_size / statistics.median(step_t)})
+                     "batch": cfg.batch_size, "augment_batches": getattr(loader, "chunk", 1),
+                     "data_share": sum(data_t) / sum(step_t),
+                     "data_images_per_s": images / sum(data_t),
+                     "step_images_per_s": images / sum(step_t)})
         print(f"data {preset:8s} {step:22s} {100 * rows[-1]['data_share']:.1f}% of a step, "
               f"data path {rows[-1]['data_images_per_s']:.0f} img/s", file=sys.stderr)
     return rows
@@ -319,7 +321,11 @@ def data_share(preset: str, ladder: str, s: Settings, extra: Sequence[str] = ())
 
 def timed_data_steps(loader, stepper: Stepper, device: torch.device, warmup: int,
                      n: int) -> tuple[list, list]:
-    """Seconds of each step spent getting the batch, and of each whole training step."""
+    """Seconds of each step spent getting the batch, and of each whole training step. An
+    in-memory loader augments ``chunk`` batches at a time: the warm-up and the timed steps
+    are whole chunks (rounded up), so each chunk's cost is counted once, in full."""
+    chunk = getattr(loader, "chunk", 1)
+    warmup, n = -(-warmup // chunk) * chunk, -(-n // chunk) * chunk
     batches, epoch = loader.epoch(0), 0
     data_t, step_t = [], []
     stepper.model.train()

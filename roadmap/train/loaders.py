@@ -17,23 +17,26 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
 
 from roadmap.train.augment import (
     BatchAugment,
+    Normalize,
     check_even_batch,
     folder_eval_transform,
     folder_train_transform,
     mixup,
-    normalize,
 )
 from roadmap.train.data import FolderDataset, MemoryDataset
 
 
 class MemoryTrainLoader:
-    """Training batches of a :class:`MemoryDataset`: shuffled, sharded, augmented on ``device``."""
+    """Training batches of a :class:`MemoryDataset`: shuffled, sharded, augmented on ``device``,
+    ``chunk`` batches at a time (:meth:`BatchAugment.batches`; any other callable augments batch
+    by batch)."""
 
     def __init__(self, dataset: MemoryDataset, batch_size: int, augment: BatchAugment,
-                 device: torch.device, rank: int = 0, world: int = 1) -> None:
+                 device: torch.device, rank: int = 0, world: int = 1, chunk: int = 1) -> None:
         self.images = dataset.train_images.to(device)
         self.labels = dataset.train_labels.to(device)
         self.batch_size, self.augment, self.rank, self.world = batch_size, augment, rank, world
+        self.chunk = chunk
         self.per_rank = len(self.labels) // world
         if self.per_rank < batch_size:
             raise ValueError(f"batch_size={batch_size} is larger than the {self.per_rank} "
@@ -47,8 +50,14 @@ class MemoryTrainLoader:
         g = torch.Generator().manual_seed(seed)
         order = torch.randperm(len(self.labels), generator=g)[self.rank::self.world]
         order = order[: len(self) * self.batch_size].to(self.images.device)
-        for batch in order.split(self.batch_size):
-            yield self.augment(self.images[batch], self.labels[batch])
+        for chunk in order.split(self.chunk * self.batch_size):
+            images = self.images.index_select(0, chunk)  # faster than [chunk] on the CPU
+            labels = self.labels.index_select(0, chunk)
+            if isinstance(self.augment, BatchAugment):
+                yield from self.augment.batches(images, labels, self.batch_size)
+            else:
+                yield from (self.augment(x, y) for x, y in zip(
+                    images.split(self.batch_size), labels.split(self.batch_size), strict=True))
 
 
 class MemoryEvalLoader:
@@ -59,13 +68,12 @@ class MemoryEvalLoader:
         self.images = images[rank::world].to(device)
         self.labels = labels[rank::world].to(device)
         self.batch_size = batch_size
-        self.mean = torch.tensor(list(mean)).view(1, -1, 1, 1)
-        self.std = torch.tensor(list(std)).view(1, -1, 1, 1)
+        self.normalize = Normalize(mean, std)
 
     def __iter__(self):
         for start in range(0, len(self.labels), self.batch_size):
             end = start + self.batch_size
-            yield normalize(self.images[start:end], self.mean, self.std), self.labels[start:end]
+            yield self.normalize(self.images[start:end]), self.labels[start:end]
 
 
 class ShardSampler(Sampler[int]):

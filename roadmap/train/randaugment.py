@@ -1,8 +1,9 @@
 """timm's RandAugment (``rand-m9-mstd0.5-inc1``) and random erasing on a batch, on its device.
 
 The same op set, probabilities and magnitude rules as ``timm.data.auto_augment`` (the paper's
-pipeline), drawn per image, applied a batch at a time: every op runs once per layer on the
-images that drew it, so the number of kernel launches does not grow with the batch.
+pipeline), drawn per image, applied a batch at a time: each layer sorts the batch by op and
+runs each kind of op once on its contiguous slice, so the number of kernel launches does not
+grow with the batch (one host sync per layer: the ops' counts).
 
 - 2 layers; each draws one of the 15 ops uniformly (with replacement, as timm), applies it with
   probability 0.5 and draws its magnitude from N(9, 0.5) clipped to [0, 10];
@@ -14,12 +15,15 @@ images that drew it, so the number of kernel launches does not grow with the bat
   and fill with the data set's mean colour, as timm's ``create_transform`` sets them.
 
 Tested against timm in ``tests/train/test_randaugment.py`` (op frequencies, share of unchanged
-images, magnitudes, and each op's output at fixed magnitudes).
+images, magnitudes, each op's output at fixed magnitudes, and a batch of every op at once).
+On the CPU the per-call cost of ~300 small ops dominates at batch 128: the loader augments
+several batches per call (``augment_batches``); ``make bench`` measures both.
 """
 
 from __future__ import annotations
 
 import functools
+import itertools
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -39,15 +43,17 @@ ERASING_MODES = ("pixel", "rand", "const")
 
 # -- the ops, on float images in [0, 255] with whole values, (n, C, H, W) ----------------------
 # ``op``: (n,) index into OPS per image (-1: none), ``m``: (n,) magnitude, ``sign``: (n,) +-1.
-# Each image's op falls in one of three groups, each run once for the whole batch: a lookup
-# table per image (the ops that map each value to a value, including brightness and contrast,
-# whose PIL blend is against one colour), a blend with a degenerate image (colour, sharpness),
-# a resampling (the geometric ops).
+# A layer sorts its images by op (:data:`SEQUENCE`), so each op's images, and each kind's, are a
+# contiguous slice, and runs each kind once on its slice: a table per image (the bank's ops; the
+# linear ones, including brightness and contrast, whose PIL blend is against one colour;
+# equalize), a blend with a degenerate image (colour, sharpness), a resampling (geometric).
 
-LUT_OPS = ("AutoContrast", "Equalize", "Invert", "PosterizeIncreasing", "SolarizeIncreasing",
-           "SolarizeAdd", "BrightnessIncreasing", "ContrastIncreasing")
+BANK_OPS = ("Invert", "PosterizeIncreasing", "SolarizeIncreasing", "SolarizeAdd")
+LINEAR_OPS = ("AutoContrast", "BrightnessIncreasing", "ContrastIncreasing")
 BLEND_OPS = ("ColorIncreasing", "SharpnessIncreasing")
 GEOMETRIC = ("Rotate", "ShearX", "ShearY", "TranslateXRel", "TranslateYRel")
+SEQUENCE = (None, *BANK_OPS, *LINEAR_OPS, "Equalize", *BLEND_OPS, *GEOMETRIC)
+"""The order a layer sorts its images in (None: no op)."""
 
 BANK = {  # name: (scale, cap, table at integer level k)
     "PosterizeIncreasing": (4, 4, lambda v, k: torch.floor(v / 2 ** (4 + k)) * 2 ** (4 + k)),
@@ -58,40 +64,87 @@ BANK = {  # name: (scale, cap, table at integer level k)
 solarize-add adds ``k``."""
 
 
+def _bank_layout() -> dict[str, tuple[int, int, int]]:
+    """Per table op: its first row in the bank (row 0: the identity), level scale and cap."""
+    layout, rows = {"Invert": (1, 0, 0)}, 2
+    for name, (scale, cap, _) in BANK.items():
+        layout[name] = (rows, scale, cap)
+        rows += cap + 1
+    return layout
+
+
 @functools.lru_cache(maxsize=8)
 def _constants(device: torch.device) -> dict[str, torch.Tensor]:
-    """Per device, once: the table bank, and per op (shifted by one: slot 0 is "none") its bank
-    row, level scale and cap, and its group."""
+    """Per device, once: the values 0-255 and the table bank (:func:`_bank_layout`)."""
     v = torch.arange(256.0, device=device)
-    base, scale, cap = (torch.zeros(len(OPS) + 1) for _ in range(3))
-    rows = [v, 255 - v]  # identity, invert, then each BANK op's tables for levels 0..cap
-    base[OPS.index("Invert") + 1] = 1
-    for name, (s, c, table) in BANK.items():
-        slot = OPS.index(name) + 1
-        base[slot], scale[slot], cap[slot] = len(rows), s, c
-        rows += [table(v, level) for level in range(c + 1)]
-    group = torch.zeros(len(OPS) + 1, dtype=torch.long)
-    for g, names in enumerate((LUT_OPS, BLEND_OPS, GEOMETRIC), start=1):
-        for name in names:
-            group[OPS.index(name) + 1] = g
-    return {"v": v, "bank": torch.stack(rows), "base": base.long().to(device),
-            "scale": scale.to(device), "cap": cap.to(device), "group": group.to(device)}
+    rows = [v, 255 - v] + [table(v, level) for _, cap, table in BANK.values()
+                           for level in range(cap + 1)]
+    return {"v": v, "bank": torch.stack(rows)}
+
+
+SCALE, CAP, BASE, RANK, SLOPE = 0, 1, 2, 3, slice(4, 10)
+"""The columns of :func:`_per_op`."""
+
+
+@functools.lru_cache(maxsize=8)
+def _per_op(device: torch.device, h: int, w: int) -> torch.Tensor:
+    """Per device and size, once: a row per op (shifted by one: row 0 is "none") with its level
+    scale, cap and first row in the bank, its place in :data:`SEQUENCE`, and the change of its
+    geometric map per unit of level (:func:`geometric_thetas`)."""
+    table = torch.zeros(len(OPS) + 1, 10)
+    for name, (base, scale, cap) in _bank_layout().items():
+        table[OPS.index(name) + 1, [SCALE, CAP, BASE]] = torch.tensor([scale, cap, base * 1.0])
+    table[:, RANK] = torch.tensor([SEQUENCE.index(name) * 1.0 for name in (None, *OPS)])
+    slope = table[:, SLOPE]
+    slope[OPS.index("ShearX") + 1, 1:3] = 0.3 * h / w
+    slope[OPS.index("ShearY") + 1, 3:6:2] = 0.3 * w / h
+    slope[OPS.index("TranslateXRel") + 1, 2] = slope[OPS.index("TranslateYRel") + 1, 5] = 0.9
+    return table.to(device)
 
 
 @functools.lru_cache(maxsize=8)
 def _geometry(device: torch.device, h: int, w: int) -> dict[str, torch.Tensor]:
     """Per device and size, once: the pixel centres in normalised coordinates, and the rows of
-    :func:`geometric_thetas` (the identity, the rotation's off-diagonal, per op its change per
-    unit of level)."""
-    slope = torch.zeros(len(OPS) + 1, 6)
-    slope[OPS.index("ShearX") + 1, 1:3] = 0.3 * h / w
-    slope[OPS.index("ShearY") + 1, 3:6:2] = 0.3 * w / h
-    slope[OPS.index("TranslateXRel") + 1, 2] = slope[OPS.index("TranslateYRel") + 1, 5] = 0.9
+    :func:`geometric_thetas` (the identity, the rotation's off-diagonal)."""
     return {"u": ((torch.arange(w, device=device) + 0.5) * 2 / w - 1).view(1, 1, w, 1),
             "v": ((torch.arange(h, device=device) + 0.5) * 2 / h - 1).view(1, h, 1, 1),
             "identity": torch.tensor([1.0, 0, 0, 0, 1, 0], device=device),
-            "turn": torch.tensor([0.0, h / w, 0, -w / h, 0, 0], device=device),
-            "slope": slope.to(device)}
+            "turn": torch.tensor([0.0, h / w, 0, -w / h, 0, 0], device=device)}
+
+
+def op_params(op: torch.Tensor, m: torch.Tensor, sign: torch.Tensor,
+              size: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Every image's place in :data:`SEQUENCE` and what its op needs, for any number of
+    images and layers at once: (..., ``PARAMS``) with the op, the blend factor, the bank's
+    table row and the geometric map (:func:`geometric_thetas`)."""
+    t = _per_op(m.device, *size).index_select(0, op.flatten() + 1).view(*op.shape, -1)
+    level = torch.minimum(torch.floor(m / LEVEL * t[..., SCALE]), t[..., CAP])
+    signed = sign * m / LEVEL
+    params = torch.cat([torch.stack([op.to(m.dtype), _factor(signed), t[..., BASE] + level], -1),
+                        geometric_thetas(size, op, signed, t[..., SLOPE])], -1)
+    return t[..., RANK].long(), params
+
+
+PARAMS = 9
+OP, FACTOR, ROW, THETA = 0, 1, 2, slice(3, 9)
+"""The columns of :func:`op_params`."""
+
+
+class Sorted:
+    """A batch sorted by op (:data:`SEQUENCE`): ``x`` (a float copy) and the ops' ``params``
+    in that order, ``order`` the images' places in the batch, and each op's slice."""
+
+    def __init__(self, x: torch.Tensor, key: torch.Tensor, params: torch.Tensor) -> None:
+        self.order = torch.argsort(key, stable=True)
+        counts = torch.bincount(key, minlength=len(SEQUENCE)).tolist()  # the one host sync
+        self.starts = [0, *itertools.accumulate(counts)]
+        self.x = x.index_select(0, self.order).to(torch.float32)
+        self.params = params.index_select(0, self.order)
+
+    def span(self, first: str, last: str | None = None) -> slice:
+        """The slice of the ops from ``first`` to ``last`` in :data:`SEQUENCE` (or ``first``)."""
+        return slice(self.starts[SEQUENCE.index(first)],
+                     self.starts[SEQUENCE.index(last or first) + 1])
 
 
 def _gray(x: torch.Tensor) -> torch.Tensor:
@@ -102,17 +155,18 @@ def _gray(x: torch.Tensor) -> torch.Tensor:
     return torch.floor((r * 19595 + g * 38470 + b * 7471 + 0x8000) / 65536)
 
 
-def _factor(m: torch.Tensor, sign: torch.Tensor) -> torch.Tensor:
-    """The increasing blends' factor, ``max(0.1, 1 +- 0.9 m / 10)``."""
-    return (1.0 + sign * m / LEVEL * 0.9).clamp(min=0.1)
+def _factor(signed: torch.Tensor) -> torch.Tensor:
+    """The increasing blends' factor, ``max(0.1, 1 +- 0.9 m / 10)`` (``signed``: +-m / 10)."""
+    return (1.0 + signed * 0.9).clamp(min=0.1)
 
 
 def _blend(degenerate: torch.Tensor, x: torch.Tensor, factor: torch.Tensor,
-           shift: torch.Tensor | None = None) -> torch.Tensor:
+           shift: torch.Tensor | None = None, out: torch.Tensor | None = None) -> torch.Tensor:
     """PIL's ``Image.blend(degenerate, x, factor)`` on 8-bit images: truncated, clipped
-    (``degenerate + factor * (x - shift)``, ``shift`` the degenerate unless given)."""
+    (``degenerate + factor * (x - shift)``, ``shift`` the degenerate unless given), into
+    ``out`` where given."""
     shift = degenerate if shift is None else shift
-    return (degenerate + factor * (x - shift)).clamp(0, 255).trunc()
+    return torch.trunc((degenerate + factor * (x - shift)).clamp_(0, 255), out=out)
 
 
 def _equalize_lut(flat: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
@@ -124,38 +178,49 @@ def _equalize_lut(flat: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
     last = hist.gather(2, flat.amax(2, keepdim=True))
     step = torch.floor((flat.shape[2] - last) / 255)
     before = hist.cumsum(2) - hist  # pixels below each value
-    lut = torch.floor((torch.floor(step / 2) + before) / step.clamp(min=1)).clamp(max=255)
+    lut = torch.floor((torch.floor(step / 2) + before) / step.clamp(min=1)).clamp_(max=255)
     return torch.where(step == 0, v, lut)
 
 
-def _luts(x: torch.Tensor, flat: torch.Tensor, op: torch.Tensor, m: torch.Tensor,
-          sign: torch.Tensor) -> torch.Tensor:
-    """Each image's table for its op: (n, C, 256). Autocontrast, brightness and contrast are
-    ``p + q (v - r)``, truncated and clipped: a stretch of [lo, hi] to [0, 255] (p = 0, r = lo),
-    PIL's blend with black (p = r = 0) or with the grey image's mean (p = r = mean), q the
-    stretch or the blend factor; the others come from the bank."""
-    k = _constants(x.device)
+def _linear_luts(x: torch.Tensor, params: torch.Tensor) -> torch.Tensor:
+    """Autocontrast, brightness and contrast: ``p + q (v - r)``, truncated and clipped, per
+    image and channel (n, C, 256): a stretch of [lo, hi] to [0, 255] (p = 0, r = lo; the
+    identity where lo = hi), PIL's blend with black (p = r = 0) or with the grey image's mean
+    (p = r = mean), q the stretch or the blend factor."""
     n, c = x.shape[:2]
-    slot = op + 1
-    level = torch.minimum(torch.floor(m / LEVEL * k["scale"][slot]), k["cap"][slot])
-    lut = k["bank"][k["base"][slot] + level.long()].unsqueeze(1)
-    lo, hi = x.amin(dim=(2, 3), keepdim=True), x.amax(dim=(2, 3), keepdim=True)
-    stretch = (hi > lo) & _is(op, "AutoContrast")
-    contrast = _is(op, "ContrastIncreasing")
-    mean = torch.floor(_gray(x).mean(dim=(1, 2, 3), keepdim=True) + 0.5)
-    p = torch.where(contrast, mean, 0.0)
-    r = torch.where(stretch, lo, p)
-    q = torch.where(stretch, 255.0 / (hi - lo).clamp(min=1),
-                    _factor(m, sign).view(n, 1, 1, 1))
-    linear = stretch | contrast | _is(op, "BrightnessIncreasing")
-    lut = torch.where(linear.view(n, c, 1), _blend(p, k["v"], q, r).view(n, c, 256), lut)
-    if bool((op == OPS.index("Equalize")).any()):
-        lut = torch.where(_is(op, "Equalize", 2), _equalize_lut(flat, k["v"]), lut)
-    return lut
+    lo, hi = x.amin(dim=(2, 3)).view(n, c, 1), x.amax(dim=(2, 3)).view(n, c, 1)
+    op = params[:, OP].view(n, 1, 1)
+    auto = op == OPS.index("AutoContrast")
+    stretch = auto & (hi > lo)
+    p = torch.floor(_gray(x).mean(dim=(1, 2, 3)).view(n, 1, 1) + 0.5) * (
+        op == OPS.index("ContrastIncreasing"))
+    factor = params[:, FACTOR].view(n, 1, 1).masked_fill(auto, 1.0)
+    q = torch.where(stretch, 255.0 / (hi - lo).clamp(min=1), factor)
+    return _blend(p, _constants(x.device)["v"], q, torch.where(stretch, lo, p))
 
 
-def _is(op: torch.Tensor, name: str, ndim: int = 3) -> torch.Tensor:
-    return (op == OPS.index(name)).view(-1, *([1] * ndim))
+def tables_(s: Sorted) -> None:
+    """The ops that map each value to a value, in place in ``s.x``: each image's table (the
+    bank's, linear, equalize's; in that order in the sorted batch), one lookup for them all."""
+    whole = s.span(BANK_OPS[0], "Equalize")
+    if whole.start == whole.stop:
+        return
+    sub = s.x[whole]
+    n, c, h, w = sub.shape
+    flat = sub.reshape(n, c, h * w).long()
+    parts = []
+    bank, linear = s.span(BANK_OPS[0], BANK_OPS[-1]), s.span(LINEAR_OPS[0], LINEAR_OPS[-1])
+    if bank.stop > bank.start:
+        rows = _constants(sub.device)["bank"].index_select(0, s.params[bank, ROW].long())
+        parts.append(rows.unsqueeze(1).expand(-1, c, -1))
+    if linear.stop > linear.start:
+        parts.append(_linear_luts(s.x[linear], s.params[linear]))
+    equalize = s.span("Equalize")
+    if equalize.stop > equalize.start:
+        parts.append(_equalize_lut(flat[equalize.start - whole.start:],
+                                   _constants(sub.device)["v"]))
+    lut = parts[0] if len(parts) == 1 else torch.cat(parts)
+    torch.gather(lut, 2, flat, out=sub.view(n, c, h * w))
 
 
 def _smooth(x: torch.Tensor) -> torch.Tensor:
@@ -168,73 +233,67 @@ def _smooth(x: torch.Tensor) -> torch.Tensor:
     return out
 
 
-def _degenerate(x: torch.Tensor, op: torch.Tensor) -> torch.Tensor:
-    """What colour and sharpness blend with (PIL's ImageEnhance): the grey image, the
-    SMOOTH-filtered image."""
-    if not bool((op == OPS.index("SharpnessIncreasing")).any()):
-        return _gray(x).expand_as(x)
-    return torch.where(_is(op, "ColorIncreasing"), _gray(x).expand_as(x), _smooth(x))
+def blends_(s: Sorted) -> None:
+    """Colour and sharpness, in place in ``s.x``: PIL's ImageEnhance blend with the grey image
+    (colour) or the SMOOTH-filtered image (sharpness), one blend for both."""
+    whole = s.span(BLEND_OPS[0], BLEND_OPS[-1])
+    if whole.start == whole.stop:
+        return
+    colour, sharp = s.x[s.span(BLEND_OPS[0])], s.x[s.span(BLEND_OPS[1])]
+    degenerate = torch.cat([_gray(colour).expand_as(colour), _smooth(sharp)])
+    sub = s.x[whole]
+    _blend(degenerate, sub, s.params[whole, FACTOR].view(-1, 1, 1, 1), out=sub)
 
 
-def colour_ops_(x: torch.Tensor, op: torch.Tensor, m: torch.Tensor, sign: torch.Tensor,
-                group: torch.Tensor) -> None:
-    """The ten colour ops, in place in ``x``: one table lookup for the images whose op maps values
-    (``group`` 1), one blend for colour and sharpness (``group`` 2)."""
-    n, c, h, w = x.shape
-    chosen = (group == 1).nonzero().flatten()
-    if len(chosen):
-        sub = x.index_select(0, chosen)
-        flat = sub.reshape(len(chosen), c, h * w).long()
-        lut = _luts(sub, flat, op[chosen], m[chosen], sign[chosen])
-        x.index_copy_(0, chosen, lut.gather(2, flat).view_as(sub))
-    chosen = (group == 2).nonzero().flatten()
-    if len(chosen):
-        sub = x.index_select(0, chosen)
-        factor = _factor(m[chosen], sign[chosen]).view(-1, 1, 1, 1)
-        x.index_copy_(0, chosen, _blend(_degenerate(sub, op[chosen]), sub, factor))
-
-
-def _affine(x: torch.Tensor, theta: torch.Tensor, fill: torch.Tensor) -> torch.Tensor:
+def _affine(x: torch.Tensor, theta: torch.Tensor, fill: torch.Tensor,
+            out: torch.Tensor | None = None) -> torch.Tensor:
     """PIL's ``Image.transform(AFFINE)`` in normalised coordinates (-1 and 1: the image's outer
     edges, pixel centres inside): output point (u, v) takes the input at ``theta @ (u, v, 1)``,
-    resampled bicubically; outside the image (a hard edge, as PIL), the fill colour."""
+    resampled bicubically; outside the image (a hard edge, as PIL), the fill colour. Into
+    ``out`` where given (``x`` itself may be)."""
     n, _, h, w = x.shape
     g = _geometry(x.device, h, w)
-    columns = theta.view(n, 1, 1, 2, 3)
-    grid = columns[..., 0] * g["u"] + columns[..., 1] * g["v"] + columns[..., 2]
-    out = F.grid_sample(x, grid, mode="bicubic", padding_mode="border", align_corners=False)
-    inside = (grid.abs().amax(-1) <= 1).unsqueeze(1)
-    return torch.where(inside, out.round().clamp(0, 255), fill.view(1, -1, 1, 1))
+    u, v, one = theta.transpose(1, 2).reshape(n, 3, 1, 1, 2).unbind(1)  # each (n, 1, 1, 2)
+    grid = torch.addcmul(torch.addcmul(one, u, g["u"]), v, g["v"])  # (n, h, w, 2)
+    sampled = F.grid_sample(x, grid, mode="bicubic", padding_mode="border", align_corners=False)
+    within = grid.abs().le_(1)  # 1.0 where inside, per coordinate (cheaper than a bool mask)
+    inside = (within[..., 0] * within[..., 1]).unsqueeze(1)
+    return torch.lerp(fill.view(1, -1, 1, 1), sampled.round_().clamp_(0, 255), inside, out=out)
 
 
-def geometric_thetas(x: torch.Tensor, op: torch.Tensor, m: torch.Tensor,
-                     sign: torch.Tensor) -> torch.Tensor:
+def geometric_thetas(size: tuple[int, int], op: torch.Tensor, level: torch.Tensor,
+                     slope: torch.Tensor) -> torch.Tensor:
     """Per image, its geometric op's map from output to input point in normalised coordinates
-    (n, 2, 3). PIL's pixel maps as timm sets them, with ``l = sign * m / 10``: rotate
-    ``x' = cos (x - w/2) + sin (y - h/2) + w/2`` (and ``y'`` alike; an angle of ``-30 l``
-    degrees turns the image counter-clockwise), shear ``x' = x + 0.3 l y`` (or y), translate
-    ``x' = x + 0.45 l w`` (or y); with ``x = (u + 1) w / 2`` these become rows of
-    ``cos A + sin B + l slope[op]`` (A the identity, B the rotation's off-diagonal)."""
-    g = _geometry(x.device, *x.shape[-2:])
-    level = sign * m / LEVEL
-    angle = -torch.deg2rad(level * 30) * (op == OPS.index("Rotate"))
-    theta = (torch.cos(angle).unsqueeze(1) * g["identity"]
-             + torch.sin(angle).unsqueeze(1) * g["turn"] + level.unsqueeze(1) * g["slope"][op + 1])
-    return theta.view(-1, 2, 3)
+    (..., 6; the identity for the other ops) for images of ``size`` (h, w). PIL's pixel maps
+    as timm sets them, with ``l = level = sign * m / 10``: rotate ``x' = cos (x - w/2)
+    + sin (y - h/2) + w/2`` (and ``y'`` alike; an angle of ``-30 l`` degrees turns the image
+    counter-clockwise), shear ``x' = x + 0.3 l y`` (or y), translate ``x' = x + 0.45 l w``
+    (or y); with ``x = (u + 1) w / 2`` these become rows of ``cos A + sin B + l slope[op]``
+    (A the identity, B the rotation's off-diagonal; ``slope``: each image's op's row of
+    :func:`_per_op`)."""
+    g = _geometry(level.device, *size)
+    angle = torch.deg2rad(level * -30) * (op == OPS.index("Rotate"))
+    return (torch.cos(angle).unsqueeze(-1) * g["identity"]
+            + torch.sin(angle).unsqueeze(-1) * g["turn"] + level.unsqueeze(-1) * slope)
 
 
 def apply_ops_(x: torch.Tensor, op: torch.Tensor, m: torch.Tensor, sign: torch.Tensor,
                fill: torch.Tensor) -> torch.Tensor:
-    """Every image's op (``op`` = -1: none), each group of ops once for the whole batch, in
-    place (each group reads its own images only)."""
-    group = _constants(x.device)["group"][op + 1]
-    colour_ops_(x, op, m, sign, group)
-    chosen = (group == 3).nonzero().flatten()
-    if len(chosen):
-        sub = x.index_select(0, chosen)
-        theta = geometric_thetas(sub, op[chosen], m[chosen], sign[chosen])
-        x.index_copy_(0, chosen, _affine(sub, theta, fill))
-    return x
+    """Every image's op (``op`` = -1: none) at magnitude ``m`` with ``sign``, in place in the
+    float batch ``x``."""
+    s = Sorted(x, *op_params(op, m, sign, x.shape[-2:]))
+    run_ops_(s, fill)
+    return x.index_copy_(0, s.order, s.x)
+
+
+def run_ops_(s: Sorted, fill: torch.Tensor) -> None:
+    """Every image's op, in place in the sorted batch: each kind of op once, on its slice."""
+    tables_(s)
+    blends_(s)
+    geometric = s.span(GEOMETRIC[0], GEOMETRIC[-1])
+    if geometric.stop > geometric.start:
+        sub = s.x[geometric]
+        _affine(sub, s.params[geometric, THETA].view(-1, 2, 3), fill, out=sub)
 
 
 def _single(name: str) -> Callable:
@@ -279,19 +338,29 @@ class BatchRandAugment:
                     applied=coins[0] < self.prob, magnitude=magnitude.clamp(0, LEVEL),
                     sign=torch.where(coins[1] < 0.5, -1.0, 1.0))
 
-    def apply(self, x: torch.Tensor, draw: Draw, layer: int) -> torch.Tensor:
-        """One layer: every image's op, where its probability came up."""
-        fill = self.fill.to(x.device).expand(x.shape[1])
-        op = torch.where(draw.applied[layer], draw.op[layer], -1)
-        return apply_ops_(x, op, draw.magnitude[layer], draw.sign[layer], fill)
+    def _fill(self, x: torch.Tensor) -> torch.Tensor:
+        if self.fill.device != x.device or len(self.fill) != x.shape[1]:
+            self.fill = self.fill.to(x.device).expand(x.shape[1])
+        return self.fill
 
     def __call__(self, images: torch.Tensor) -> torch.Tensor:
-        """uint8 (or whole-valued float) images -> a new float batch of whole values 0-255."""
-        x = images.to(torch.float32, copy=True)
-        draw = self.draw(len(x), x.device)
+        """uint8 (or whole-valued float) images -> a new float batch of whole values 0-255.
+        Each layer sorts the batch as the last left it; the images go back to their places
+        once, at the end."""
+        draw = self.draw(len(images), images.device)
+        op = torch.where(draw.applied, draw.op, -1)
+        key, params = op_params(op, draw.magnitude, draw.sign, images.shape[-2:])  # all layers
+        x, order = images, None  # order: where x's images are in the batch (None: in place)
         for layer in range(self.num_ops):
-            x = self.apply(x, draw, layer)
-        return x
+            k, p = key[layer], params[layer]
+            if order is not None:
+                k, p = k.index_select(0, order), p.index_select(0, order)
+            s = Sorted(x, k, p)
+            run_ops_(s, self._fill(images))
+            x, order = s.x, s.order if order is None else order[s.order]
+        if order is None:  # no layers
+            return images.to(torch.float32, copy=True)
+        return x.index_select(0, torch.argsort(order))  # faster than index_copy_ here
 
 
 def random_erasing(x: torch.Tensor, prob: float, mode: str = "pixel", scale=(0.02, 1 / 3),
@@ -303,23 +372,26 @@ def random_erasing(x: torch.Tensor, prob: float, mode: str = "pixel", scale=(0.0
     n, c, h, w = x.shape
     dev = x.device
     r = torch.rand(n, 2 * attempts + 3, device=dev)  # every draw at once
-    area = h * w * (scale[0] + (scale[1] - scale[0]) * r[:, :attempts])
+    area = r[:, :attempts] * (h * w * (scale[1] - scale[0])) + h * w * scale[0]
     log_ratio = math.log(ratio[0]), math.log(ratio[1])
-    aspect = torch.exp(log_ratio[0] + (log_ratio[1] - log_ratio[0]) * r[:, attempts:-3])
-    size = torch.round(torch.sqrt(torch.stack([area * aspect, area / aspect])))  # height, width
-    fits = (size[0] < h) & (size[1] < w)
+    aspect = torch.exp(r[:, attempts:-3] * (log_ratio[1] - log_ratio[0]) + log_ratio[0])
+    size = torch.stack([area * aspect, area / aspect]).sqrt_().round_()  # (2, n, attempts)
+    limit = torch.tensor([h, w], device=dev, dtype=size.dtype).view(2, 1, 1)  # height, width
+    fits = (size < limit).all(0)
     first = fits.to(torch.uint8).argmax(1).view(1, n, 1).expand(2, n, 1)
-    eh, ew = size.gather(2, first).view(2, n, 1)
-    top = torch.floor(r[:, -2:-1] * (h - eh + 1))
-    left = torch.floor(r[:, -1:] * (w - ew + 1))
+    box = size.gather(2, first)  # (2, n, 1): the first draw that fits
+    corner = torch.floor(r[:, -2:].T.unsqueeze(2) * (limit + 1 - box))  # top, left
     chosen = ((r[:, -3] < prob) & fits.any(1)).nonzero().flatten()  # only the erased images
-    rows = torch.arange(h, device=dev) - top[chosen]  # (k, h): offsets from the box's top
-    cols = torch.arange(w, device=dev) - left[chosen]
+    offset = torch.arange(max(h, w), device=dev) - corner.index_select(1, chosen)  # (2, k, h|w)
+    within = (offset >= 0) & (offset < box.index_select(1, chosen))
     k = len(chosen)
-    inside = (((rows >= 0) & (rows < eh[chosen])).view(k, 1, h, 1)
-              & ((cols >= 0) & (cols < ew[chosen])).view(k, 1, 1, w))
-    noise = {"pixel": lambda: torch.randn(k, c, h, w, device=dev),
-             "rand": lambda: torch.randn(k, c, 1, 1, device=dev).expand(k, c, h, w),
-             "const": lambda: torch.zeros(k, c, h, w, device=dev)}[mode]()
+    inside = within[0, :, :h].view(k, 1, h, 1) & within[1, :, :w].view(k, 1, 1, w)
     out = x if inplace else x.clone()
-    return out.index_copy_(0, chosen, torch.where(inside, noise, x.index_select(0, chosen)))
+    sub = out.index_select(0, chosen)
+    if mode == "pixel":  # noise drawn for the boxes' pixels only
+        box = inside.expand_as(sub)
+        sub.masked_scatter_(box, torch.randn(int(box.sum()), device=dev))
+    else:
+        sub = torch.where(inside, torch.randn(k, c, 1, 1, device=dev) if mode == "rand" else 0.0,
+                          sub)
+    return out.index_copy_(0, chosen, sub)

@@ -46,7 +46,8 @@ from roadmap.train.randaugment import ERASING_MODES
 from roadmap.train.tracking import LOGGERS
 
 INTEGERS = {"seed": None, "epochs": 1, "batch_size": 1, "eval_batch_size": 1,
-            "checkpoint_every": 1, "accum_steps": 1, "workers": 0, "data.image_size": 1,
+            "checkpoint_every": 1, "accum_steps": 1, "workers": 0, "augment_batches": 1,
+            "data.image_size": 1,
             "data.val_size": 0, "data.val_seed": None}
 """Keys that must be integers, with their least valid value (None: any)."""
 CHOICES = {"device": DEVICES, "precision": ("auto", *PRECISIONS),
@@ -140,7 +141,8 @@ def train_loader(cfg: DictConfig, dataset, num_classes: int, device: torch.devic
     batch_size = batch_size or cfg.batch_size
     if isinstance(dataset, MemoryDataset):
         augment = BatchAugment(cfg.data, cfg.recipe, num_classes)
-        return MemoryTrainLoader(dataset, batch_size, augment, device, dist.rank, dist.world)
+        return MemoryTrainLoader(dataset, batch_size, augment, device, dist.rank, dist.world,
+                                 chunk=cfg.get("augment_batches", 1))
     return FolderTrainLoader(dataset, batch_size, cfg.data, cfg.recipe, num_classes, device,
                              cfg.workers, dist.rank, dist.world)
 

@@ -10,7 +10,7 @@ from PIL import Image
 from scipy import stats
 from timm.data import auto_augment
 
-from roadmap.train.randaugment import OP_FNS, OPS, BatchRandAugment, random_erasing
+from roadmap.train.randaugment import OP_FNS, OPS, BatchRandAugment, apply_ops_, random_erasing
 
 FILL = (125, 123, 114)
 HPARAMS = dict(translate_const=14, img_mean=FILL, interpolation=Image.BICUBIC)
@@ -69,6 +69,24 @@ def test_each_op_matches_timms_at_fixed_magnitudes(name, channels, size):
             assert diff.mean() < 1.5 and diff.max() <= 8, (magnitude, sign)
         else:  # lookup tables and blends: PIL's integer arithmetic
             assert diff.max() <= 1 and (diff == 0).float().mean() > 0.99, (magnitude, sign)
+
+
+@pytest.mark.parametrize("channels", [3, 1])
+def test_a_mixed_batch_gives_each_image_what_its_op_gives_alone(channels):
+    """Every op (and none) in one batch, each image with its own magnitude and sign: the
+    batched path splits the batch by op and must give each image its own op's output."""
+    g = torch.Generator().manual_seed(2)
+    op = torch.arange(-1, len(OPS)).repeat(3)
+    op = op[torch.randperm(len(op), generator=g)]
+    m = torch.rand(len(op), generator=g) * 10
+    sign = torch.where(torch.rand(len(op), generator=g) < 0.5, -1.0, 1.0)
+    x = images(len(op), seed=3, channels=channels).float()
+    fill = torch.tensor(FILL[:channels], dtype=torch.float32)
+    mixed = apply_ops_(x.clone(), op, m, sign, fill)
+    for i in range(len(op)):
+        alone = (x[i:i + 1] if op[i] < 0 else
+                 OP_FNS[OPS[op[i]]](x[i:i + 1], m[i:i + 1], sign[i:i + 1], fill))
+        assert torch.equal(mixed[i:i + 1], alone), (i, int(op[i]))
 
 
 class Recorder:
@@ -173,3 +191,18 @@ def test_random_erasing_erases_one_box_in_the_chosen_images():
     noise = out[out != 0]
     assert noise.std() == pytest.approx(1.0, abs=0.05)  # pixel mode: N(0, 1) per pixel
     assert noise.mean() == pytest.approx(0.0, abs=0.05)
+
+
+@pytest.mark.parametrize("mode", ["rand", "const"])
+def test_random_erasing_fills_its_box_with_one_colour_per_channel(mode):
+    torch.manual_seed(0)
+    x = torch.full((200, 3, 32, 32), 5.0)
+    out = random_erasing(x, 1.0, mode=mode)
+    assert torch.equal(x, torch.full_like(x, 5.0))  # not in place unless asked
+    box = (out != 5.0).any(1)  # (n, h, w)
+    assert box.flatten(1).any(1).float().mean() > 0.95  # nearly every image: a box fits
+    for image, inside in zip(out[:50], box[:50], strict=True):
+        colours = image[:, inside]  # (3, pixels in the box)
+        assert torch.equal(colours, colours[:, :1].expand_as(colours))
+        if mode == "const":
+            assert (colours == 0).all()

@@ -177,3 +177,44 @@ def test_presets_and_recipes_compose():
     assert compose(["step=resnet50", "preset=imagenet"]).epochs == 90
     assert compose(["step=gelu", "preset=cifar10"]).lr == 2e-3
     assert math.isclose(compose(["step=gelu", "preset=smoke"]).scale.width, 0.125)
+
+
+def chunked_batches(chunk: int, r, data, n: int = 60, batch_size: int = 10):
+    from roadmap.train.data import make_synthetic
+    from roadmap.train.loaders import MemoryTrainLoader
+
+    dataset = make_synthetic(OmegaConf.merge(data, {"train_size": n, "test_size": 10}))
+    loader = MemoryTrainLoader(dataset, batch_size, BatchAugment(data, r, 10),
+                               torch.device("cpu"), chunk=chunk)
+    return list(loader.epoch(5)), dataset
+
+
+@pytest.mark.parametrize("chunk", [2, 4])
+def test_augmenting_several_batches_at_once_gives_the_same_batches(chunk):
+    """With nothing random, augmenting ``chunk`` batches per call yields what one at a time
+    does (the last chunk of 6 batches short when 4 do not divide them)."""
+    r, data = recipe(randaugment=False, random_erasing=0.0, mixup_alpha=0.0, cutmix_alpha=0.0,
+                     hflip=False)
+    OmegaConf.update(data, "crop", "none")
+    one, _ = chunked_batches(1, r, data)
+    many, _ = chunked_batches(chunk, r, data)
+    assert len(many) == len(one) == 6
+    for (x1, y1), (x2, y2) in zip(one, many, strict=True):
+        assert torch.equal(x1, x2) and torch.equal(y1, y2)
+
+
+def test_chunked_batches_are_mixed_within_their_own_batch():
+    """Mixup/CutMix pairs each image with its batch's reverse, also when the loader augments
+    three batches at once: every soft target mixes the labels of its own batch only."""
+    r, data = recipe(randaugment=False, random_erasing=0.0, hflip=False)
+    plain = recipe(randaugment=False, random_erasing=0.0, mixup_alpha=0.0, cutmix_alpha=0.0,
+                   hflip=False)[0]
+    torch.manual_seed(0)
+    labels = [y for _, y in chunked_batches(1, plain, data)[0]]
+    torch.manual_seed(0)
+    mixed, _ = chunked_batches(3, r, data)
+    for (_, soft), hard in zip(mixed, labels, strict=True):
+        onehot = torch.nn.functional.one_hot(hard, 10).float()
+        i = int((hard != hard.flip(0)).nonzero()[0])  # an image whose partner differs
+        lam = soft[i, hard[i]].item()
+        torch.testing.assert_close(soft, lam * onehot + (1 - lam) * onehot.flip(0))
