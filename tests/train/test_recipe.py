@@ -203,6 +203,23 @@ def test_augmenting_several_batches_at_once_gives_the_same_batches(chunk):
         assert torch.equal(x1, x2) and torch.equal(y1, y2)
 
 
+def test_the_cpu_presets_flips_do_not_depend_on_the_chunk():
+    """The cpu protocol augments by flipping only (padding 0): each image draws one number in
+    order, so any ``augment_batches`` gives the same batches and the committed cpu-preset
+    results stay reproducible."""
+    r, data = recipe("original")
+    OmegaConf.update(data, "padding", 0)
+    batches = {}
+    for chunk in (1, 4):
+        torch.manual_seed(0)
+        batches[chunk] = chunked_batches(chunk, r, data)[0]
+    unflipped = chunked_batches(1, recipe("original", hflip=False)[0], data)[0]
+    flipped = torch.cat([x for x, _ in batches[1]]) != torch.cat([x for x, _ in unflipped])
+    assert 0.3 < flipped.flatten(1).any(1).float().mean() < 0.7  # about half the images
+    for (x1, y1), (x4, y4) in zip(batches[1], batches[4], strict=True):
+        assert torch.equal(x1, x4) and torch.equal(y1, y4)
+
+
 def test_chunked_batches_are_mixed_within_their_own_batch():
     """Mixup/CutMix pairs each image with its batch's reverse, also when the loader augments
     three batches at once: every soft target mixes the labels of its own batch only."""
