@@ -235,3 +235,21 @@ def test_chunked_batches_are_mixed_within_their_own_batch():
         i = int((hard != hard.flip(0)).nonzero()[0])  # an image whose partner differs
         lam = soft[i, hard[i]].item()
         torch.testing.assert_close(soft, lam * onehot + (1 - lam) * onehot.flip(0))
+
+
+def test_chunked_loaders_on_two_processes_see_every_image_once():
+    from roadmap.train.augment import Normalize
+    from roadmap.train.data import make_synthetic
+    from roadmap.train.loaders import MemoryTrainLoader
+
+    r, data = recipe(randaugment=False, random_erasing=0.0, mixup_alpha=0.0, cutmix_alpha=0.0,
+                     hflip=False)
+    OmegaConf.update(data, "crop", "none")
+    dataset = make_synthetic(OmegaConf.merge(data, {"train_size": 60, "test_size": 10}))
+    seen = [x for rank in range(2) for x, _ in MemoryTrainLoader(
+        dataset, 10, BatchAugment(data, r, 10), torch.device("cpu"), rank, 2, chunk=2).epoch(3)]
+    assert len(seen) == 6  # 3 batches a process: a chunk of 2, then 1
+    every = Normalize(data.mean, data.std)(dataset.train_images).flatten(1)
+    assert torch.equal(torch.unique(torch.cat(seen).flatten(1), dim=0),
+                       torch.unique(every, dim=0))
+    assert len(torch.unique(every, dim=0)) == 60
