@@ -12,9 +12,13 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-VOLATILE_KEYS = ("progress", "device", "workers", "logger", "checkpoint_every")
+VOLATILE_KEYS = ("progress", "device", "workers", "augment_batches", "logger",
+                 "checkpoint_every")
 """Keys that say how a run runs, not what it computes: they may change when it resumes.
-(``eval_batch_size`` is not one: it changes the evaluation's float sums in their last bits.)"""
+``workers`` and ``augment_batches`` (how many loader processes, how many batches one call
+augments) change which random numbers an image draws but not what is drawn from, like the
+device. (``eval_batch_size`` is not one: it changes the evaluation's float sums in their last
+bits.)"""
 
 OUTSIDE_THE_VARIANT = ("step", "seed", "preset", "ladder", *VOLATILE_KEYS)
 """Keys never in the variant: the step and seed have their own parts of the path, the preset

@@ -61,6 +61,15 @@ def test_a_completed_run_is_not_reused_for_another_config(tmp_path):
     assert train(smoke("epochs=1"), tmp_path) == first  # its own config still reuses it
 
 
+def test_a_run_made_before_augment_batches_existed_is_still_its_config(tmp_path):
+    """A key that says how a run runs (here one added after the run was made) neither refuses
+    the run's directory nor makes it train again."""
+    first = train(smoke("epochs=1"), tmp_path)
+    stored = json.loads((tmp_path / "config.json").read_text())
+    assert "augment_batches" not in stored and "workers" not in stored
+    assert train(smoke("epochs=1", "augment_batches=1"), tmp_path) == first
+
+
 def test_a_sweep_into_the_same_out_with_another_preset_is_refused(tmp_path):
     out = tmp_path / "sweep"
     args = ["step=resnet50", "logger=none", "epochs=1"]
