@@ -117,9 +117,9 @@ class BatchAugment:
 
 
 class Normalize:
-    """Images with values 0-255 (uint8, or float) -> float, normalised per channel: one
-    ``x * scale + shift`` (``scale = 1 / (255 std)``, ``shift = -mean / std``; two ops, faster
-    than one ``addcmul`` on the CPU)."""
+    """Images with values 0-255 (uint8, or float) -> float, normalised per channel:
+    ``x * scale + shift`` (``scale = 1 / (255 std)``, ``shift = -mean / std``), as a multiply
+    and an in-place add (faster than one ``addcmul`` on the CPU)."""
 
     def __init__(self, mean, std) -> None:
         std = torch.tensor([float(v) for v in std]).view(1, -1, 1, 1)
