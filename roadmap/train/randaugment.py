@@ -115,7 +115,7 @@ def _geometry(device: torch.device, h: int, w: int) -> dict[str, torch.Tensor]:
 def op_params(op: torch.Tensor, m: torch.Tensor, sign: torch.Tensor,
               size: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
     """Every image's place in :data:`SEQUENCE` and what its op needs, for any number of
-    images and layers at once: (..., ``PARAMS``) with the op, the blend factor, the bank's
+    images and layers at once: (..., 9) with the op, the blend factor, the bank's
     table row and the geometric map (:func:`geometric_thetas`)."""
     t = _per_op(m.device, *size).index_select(0, op.flatten() + 1).view(*op.shape, -1)
     level = torch.minimum(torch.floor(m / LEVEL * t[..., SCALE]), t[..., CAP])
@@ -125,7 +125,6 @@ def op_params(op: torch.Tensor, m: torch.Tensor, sign: torch.Tensor,
     return t[..., RANK].long(), params
 
 
-PARAMS = 9
 OP, FACTOR, ROW, THETA = 0, 1, 2, slice(3, 9)
 """The columns of :func:`op_params`."""
 
