@@ -38,7 +38,7 @@ lint: $(STAMP) ## ruff
 describe: $(STAMP) ## every step's params and GFLOPs beside the paper's (LADDER=resnet50|resnet200)
 	$(PY) -m roadmap.describe ladder=$(LADDER)
 
-snapshot: $(STAMP) ## rewrite tests/snapshots/complexity.json after a deliberate architecture change
+snapshot: $(STAMP) ## rewrite tests/snapshots/{complexity,training}.json after a deliberate change (say why in the commit)
 	$(PY) -m tests.snapshot
 
 PRESET ?= cpu
