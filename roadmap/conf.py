@@ -6,27 +6,36 @@ This is the only place (with the entry points) that imports Hydra; model code ta
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from pathlib import Path
 
 from hydra import compose as hydra_compose
 from hydra import initialize_config_dir
 from hydra.core.config_store import ConfigStore
+from hydra.errors import HydraException
 from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
 
+from roadmap.errors import RunError
 from roadmap.ladder import check_step_on_ladder
-from roadmap.models.config import ModelConfig, scaled_values
-from roadmap.runs import run_subdir
+from roadmap.models.config import ModelConfig
+from roadmap.rundir import run_subdir
+from roadmap.schema import DATA_SCHEMAS, TrainConfig
 
 CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
 
 
 def register_configs() -> None:
-    """Register the model flags' schema (a misspelt ``model.<flag>`` fails at compose) and the
-    resolvers that name run directories (:func:`roadmap.runs.run_subdir`) and pick a value by
-    a flag (:func:`when`, for the protocol's switches). Called by the entry
-    points and :func:`compose`, never at import."""
-    ConfigStore.instance().store(group="model", name="base", node=ModelConfig)
+    """Register the schema (:mod:`roadmap.schema`: every value typed at compose, a misspelt key
+    fails there) and the resolvers that name run directories
+    (:func:`roadmap.rundir.run_subdir`) and pick a value by a flag (:func:`when`, for the
+    protocol's switches). Called by the entry points and :func:`compose`, never at import."""
+    store = ConfigStore.instance()
+    store.store(name="schema", node=TrainConfig)
+    store.store(group="model", name="base", node=ModelConfig)
+    for name, node in DATA_SCHEMAS.items():
+        store.store(group="data", name=name, node=node)
     if not OmegaConf.has_resolver("roadmap.run_subdir"):
         OmegaConf.register_new_resolver("roadmap.run_subdir", run_subdir)
     if not OmegaConf.has_resolver("roadmap.when"):
@@ -49,24 +58,71 @@ def conf_dir() -> Path:
 
 
 def compose(overrides: Sequence[str] = ()) -> DictConfig:
-    """Compose ``conf/config.yaml`` with Hydra overrides (``["step=gelu", ...]``) and check it."""
+    """Compose ``conf/config.yaml`` with Hydra overrides (``["step=gelu", ...]``) and check it
+    (:func:`settings`); a value of the wrong type or an unknown key is a one-line
+    :class:`RunError`."""
     register_configs()
-    with initialize_config_dir(config_dir=str(conf_dir()), version_base="1.3"):
-        cfg = hydra_compose(config_name="config", overrides=list(overrides))
-    check_config(cfg)
+    try:
+        with initialize_config_dir(config_dir=str(conf_dir()), version_base="1.3"):
+            cfg = hydra_compose(config_name="config", overrides=list(overrides))
+    except HydraException as exc:
+        raise RunError(composition_error(str(exc), exc.__cause__)) from None
+    settings(cfg)
     return cfg
 
 
-def check_config(cfg: DictConfig) -> None:
-    """Checks Hydra cannot make: the step is on the ladder, the model flags are valid."""
-    check_step_on_ladder(cfg.step_name, cfg.ladder.name)
-    model_config(cfg)
+TYPE_RULES = {"Integer": "must be an integer", "int": "must be an integer",
+              "Float": "must be a number", "float": "must be a number",
+              "Boolean": "must be true or false", "bool": "must be true or false"}
+"""OmegaConf's names of the types a value could not be converted to, and what to tell."""
+
+
+def composition_error(message: str, cause: BaseException | str | None = None) -> str:
+    """Hydra's error composing a config (several lines, the reason in ``cause``) as one line:
+    ``seed=abc is invalid: must be an integer`` for a value of the wrong type."""
+    override = re.search(r"override (\S+=\S*)", message)
+    wanted = re.search(r"(?:converted to|not a valid) (\w+)", str(cause or message))
+    if override and wanted and wanted.group(1) in TYPE_RULES:
+        return f"{override.group(1)} is invalid: {TYPE_RULES[wanted.group(1)]}"
+    unknown = re.search(r"Could not override '([^']+)'", message)
+    if unknown:
+        return (f"{unknown.group(1)} is not a key of the config; check its spelling (every "
+                "key: roadmap/schema.py)")
+    return one_line(message, cause)
+
+
+def one_line(message: str, cause: BaseException | str | None = None) -> str:
+    """A multi-line Hydra error (the option lists and the search path dropped), with the first
+    line of its cause in parentheses."""
+    lines = [ln.strip() for ln in message.splitlines()]
+    if "Config search path:" in lines:
+        lines = lines[:lines.index("Config search path:")]
+    skip = ("full_key:", "object_type=", "reference_type=", "Set the environment variable")
+    text = " ".join(ln for ln in lines if ln and not ln.startswith(skip))
+    reason = str(cause or "").strip()
+    if reason and reason.splitlines()[0].strip() not in text:
+        text += f" ({reason.splitlines()[0].strip()})"
+    return text
+
+
+def settings(cfg: DictConfig) -> TrainConfig:
+    """The typed, checked config of a composed one (:class:`roadmap.schema.TrainConfig`): every
+    range and choice checked as its dataclass is made; the first bad value, or a key the schema
+    does not have, is a one-line error."""
+    unknown = sorted(set(cfg.keys()) - set(TrainConfig.__dataclass_fields__))
+    if unknown:
+        raise RunError(f"{unknown[0]} is not a key of the config; remove it, or see "
+                       "roadmap/schema.py for the keys there are")
+    try:
+        typed = OmegaConf.to_object(cfg)
+    except OmegaConfBaseException as exc:
+        raise RunError(composition_error(str(exc), exc.__cause__)) from None
+    check_step_on_ladder(typed.step_name, typed.ladder.name)
+    return typed
 
 
 def model_config(cfg: DictConfig, scaled: bool = False) -> ModelConfig:
     """The plain :class:`ModelConfig` of a composed config, validated as it is made. With
     ``scaled``, the network a run trains: the preset's ``scale`` applied to width and depths."""
-    values = OmegaConf.to_container(cfg.model, resolve=True)
-    if scaled:
-        values = scaled_values(values, cfg.scale.width, cfg.scale.depth)
-    return ModelConfig.from_dict(values)
+    typed = settings(cfg)
+    return typed.network() if scaled else typed.model

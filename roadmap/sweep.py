@@ -6,7 +6,7 @@ tables (``roadmap.results.collect``).
 
 The sweep runs in its own process group and dies with this process; this process dies with its
 parent (Linux's parent-death signal), so killing ``make`` alone, or this process, stops every
-run of the sweep (each resumes from its ``last.pt`` when rerun) and never leaves one running
+run of the sweep (each resumes from its checkpoint when rerun) and never leaves one running
 orphaned. Whenever the sweep ends, however it ends, the tables are written for what finished.
 """
 

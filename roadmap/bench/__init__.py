@@ -34,7 +34,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from roadmap.cli import parse_key_values, positive_int
-from roadmap.runtime import RunError
+from roadmap.errors import RunError
 
 OWN_KEYS = {"preset": "cpu", "name": "", "image_size": "", "batch_size": "", "steps": "5",
             "repeats": "5", "warmup": "2", "dtype": "fp32", "channels_last": "auto",

@@ -97,9 +97,9 @@ def folder_rows(workers: int, images: int = 96, batches: int = 4) -> dict:
     import tempfile
     from pathlib import Path
 
+    from roadmap.conf import settings
     from roadmap.runtime import Dist
     from roadmap.train.data import load_dataset
-    from roadmap.train.setup import train_loader
 
     with tempfile.TemporaryDirectory() as root:
         g = torch.Generator().manual_seed(0)
@@ -115,8 +115,8 @@ def folder_rows(workers: int, images: int = 96, batches: int = 4) -> dict:
                         folder / f"{i}.jpg", quality=90)
         cfg = compose(["step=recipe", "preset=imagenet", f"data.root={root}",
                        "data.num_classes=2", "batch_size=16", f"workers={workers}"])
-        loader = train_loader(cfg, load_dataset(cfg.data), 2, torch.device("cpu"), Dist(),
-                              batch_size=16)
+        typed = settings(cfg)
+        loader = load_dataset(typed.data).train_batches(typed, 16, torch.device("cpu"), Dist())
         seen, t0 = 0, None
         for i, (x, _) in enumerate(loader.epoch(0)):
             if i == 0:

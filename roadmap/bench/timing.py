@@ -291,18 +291,19 @@ def bench_dataset(cfg):
 def data_share(preset: str, ladder: str, s: Settings, extra: Sequence[str] = ()) -> list[dict]:
     """Share of a training step spent getting and augmenting the batch, at both ends, with the
     data path and model that training builds (``extra``: overrides, e.g. the whole recipe)."""
+    from roadmap import conf
     from roadmap.runtime import Dist
-    from roadmap.train.setup import run_model, train_loader
+    from roadmap.train.setup import run_model
 
     rows = []
     for step in (step_names(ladder)[0], step_names(ladder)[-1]):
         cfg = compose([f"ladder={ladder}", f"step={step}", f"preset={preset}", "logger=none",
                        *extra])
         dataset, source = bench_dataset(cfg)
-        mcfg = model_config(cfg, scaled=True)
-        loader = train_loader(cfg, dataset, mcfg.num_classes, s.device, Dist())
-        channels_last = resolve_channels_last(cfg.channels_last, s.device)
-        model = run_model(mcfg, s.device, channels_last)
+        typed = conf.settings(cfg)
+        loader = dataset.train_batches(typed, typed.batch_size, s.device, Dist())
+        channels_last = resolve_channels_last(typed.channels_last, s.device)
+        model = run_model(typed.network(), s.device, channels_last)
         opt = torch.optim.AdamW(model.parameters(), fused=can_fuse(model) or None)
         stepper = Stepper(model, opt, label_smoothing=cfg.recipe.label_smoothing,
                           channels_last=channels_last)

@@ -6,7 +6,6 @@ from roadmap.models.config import (
     ModelConfig,
     convnext_config,
     resnet_config,
-    scale_config,
     scaled_values,
 )
 from roadmap.models.convert import (
@@ -24,6 +23,6 @@ __all__ = [
     "Block", "ConfigError", "LayerNorm2d", "ModelConfig", "RoadmapNet", "build_model",
     "convnext_config", "convnext_from_torchvision", "convnext_to_torchvision", "count_gflops",
     "count_params", "drop_path_rates", "from_torchvision", "resnet_config",
-    "resnet_from_torchvision", "resnet_to_torchvision", "scale_config", "scaled_values",
+    "resnet_from_torchvision", "resnet_to_torchvision", "scaled_values",
     "to_torchvision",
 ]

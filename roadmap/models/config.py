@@ -204,8 +204,3 @@ def scaled_values(values: Mapping[str, Any], width: float = 1.0,
     depths = values.get("depths", defaults["depths"].default)
     return {**values, "width": max(1, round(base_width * width)),
             "depths": tuple(max(1, round(d * depth)) for d in depths)}
-
-
-def scale_config(cfg: ModelConfig, width: float = 1.0, depth: float = 1.0) -> ModelConfig:
-    """The same architecture, scaled as :func:`scaled_values` says."""
-    return ModelConfig(**scaled_values(dataclasses.asdict(cfg), width, depth))

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import itertools
-import json
 import math
 import sys
 from pathlib import Path
@@ -19,9 +18,10 @@ from pathlib import Path
 import pandas as pd
 from omegaconf import OmegaConf
 
+from roadmap.errors import first_line
 from roadmap.ladder import LADDERS, ladder_steps
 from roadmap.results.stats import t_interval, welch_interval
-from roadmap.runs import variant
+from roadmap.rundir import CorruptRecord, RunDir, find_run_dirs, variant
 
 OUTPUTS = ("results.csv", "results.md", "runs.csv")
 MODEL_PREFIX = "model."
@@ -32,81 +32,38 @@ PROTOCOL_PREFIX = "protocol."
 
 # -- reading run directories --------------------------------------------------------------------
 
-def is_run_dir(path: Path) -> bool:
-    return (path / ".hydra" / "config.yaml").is_file() or (path / "metrics.json").is_file()
+NAMED_BY_HYDRA = ("step", "seed", "ladder", "preset", "variant")
+"""A row's identity comes from the run's ``.hydra/`` files, not from its record."""
 
 
-IDENTITY = ("step", "seed", "ladder", "preset", "variant")
-NUMBERS = ("top1", "params", "gflops")
+def _error(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {first_line(exc)}"
 
 
-def _one_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return f"{type(exc).__name__}: {text.splitlines()[0][:200] if text else ''}"
-
-
-def _identity(path: Path) -> dict:
-    """Step, seed, ladder, preset and variant of a run, from its ``.hydra/`` files."""
-    cfg = OmegaConf.load(path / ".hydra" / "config.yaml")
-    hydra_cfg = OmegaConf.load(path / ".hydra" / "hydra.yaml")
-    return {"step": str(cfg.step_name), "seed": int(cfg.seed), "ladder": str(cfg.ladder.name),
-            "preset": str(cfg.preset_name), "variant": variant(hydra_cfg.hydra.overrides.task)}
-
-
-def _identity_from_path(path: Path) -> dict:
-    """Step, variant and seed from the directory's name (``<step>[,<variant>]/seed<N>``), for a
-    run whose ``.hydra/`` files cannot be read."""
-    step, _, name = path.parent.name.partition(",")
-    seed = path.name[len("seed"):]
-    if not path.name.startswith("seed") or not seed.lstrip("-").isdigit():
-        return {}
-    return {"step": step, "variant": name, "seed": int(seed)}
-
-
-def _with_metrics(record: dict, path: Path) -> dict:
-    """``record`` completed with what ``metrics.json`` says, or marked corrupt and why."""
+def read_run(run: RunDir) -> dict:
+    """One run directory as a row; ``status`` says what state it is in (``corrupt``, with the
+    reason in ``error``, for anything unreadable). Never raises on a run's files."""
+    row = {"run_dir": str(run.path), "status": "not started", "error": ""}
     try:
-        metrics = json.loads(path.read_text())
-    except (ValueError, UnicodeDecodeError, OSError) as exc:
-        return {**record, "status": "corrupt", "error": f"metrics.json unreadable: "
-                                                          f"{_one_line(exc)}"}
-    if not isinstance(metrics, dict):
-        return {**record, "status": "corrupt",
-                "error": f"metrics.json holds {type(metrics).__name__}, not a record"}
-    status = metrics.get("status")
-    if status not in ("completed", "failed", "diverged"):
-        return {**record, "status": "corrupt", "error": f"metrics.json: status {status!r}"}
-    if status == "completed" and not all(isinstance(metrics.get(k), (int, float))
-                                         and not isinstance(metrics.get(k), bool)
-                                         for k in NUMBERS):
-        return {**record, "status": "corrupt",
-                "error": f"metrics.json says completed but lacks {', '.join(NUMBERS)}"}
-    record.update({k: v for k, v in metrics.items()
-                   if k not in IDENTITY and not isinstance(v, (dict, list))})
-    record.update(prefixed(MODEL_PREFIX, metrics.get("model")))
-    record.update(prefixed(PROTOCOL_PREFIX, metrics.get("protocol")))
-    record["status"], record["error"] = status, str(metrics.get("error") or "")
-    return record
-
-
-def read_run(path: Path) -> dict:
-    """One run directory as a record; ``status`` says what state it is in (``corrupt``, with
-    the reason in ``error``, for anything unreadable). Never raises on a run's files."""
-    record = {"run_dir": str(path), "status": "not started", "error": ""}
-    try:
-        record.update(_identity(path))
+        row.update(run.identity())
     except Exception as exc:
-        return {**record, **_identity_from_path(path), "status": "corrupt",
-                "error": f".hydra/ config unreadable: {_one_line(exc)}"}
-    if (path / "metrics.json").is_file():
-        return _with_metrics(record, path / "metrics.json")
-    if (path / "last.pt").is_file():
-        try:
-            done = len((path / "epochs.jsonl").read_bytes().splitlines())
-        except OSError:
-            done = 0
-        record.update(status="incomplete", error=f"stopped after epoch {done}; rerun to resume")
-    return record
+        return {**row, **run.identity_from_name(), "status": "corrupt",
+                "error": f".hydra/ config unreadable: {_error(exc)}"}
+    try:
+        record = run.read_record()
+    except CorruptRecord as exc:
+        return {**row, "status": "corrupt", "error": str(exc)}
+    if record is not None:
+        values = {**record.identity, **record.metrics}
+        row.update({k: v for k, v in values.items()
+                    if k not in NAMED_BY_HYDRA and not isinstance(v, (dict, list))})
+        row.update(prefixed(MODEL_PREFIX, record.metrics.get("model")))
+        row.update(prefixed(PROTOCOL_PREFIX, record.identity.get("protocol")))
+        row["status"], row["error"] = record.status, str(record.error or "")
+    elif run.has_checkpoint():
+        row.update(status="incomplete",
+                   error=f"stopped after epoch {run.epochs_logged()}; rerun to resume")
+    return row
 
 
 def prefixed(prefix: str, values) -> dict:
@@ -117,13 +74,8 @@ def prefixed(prefix: str, values) -> dict:
             for k, v in values.items()}
 
 
-
 def find_runs(sweep_dir: Path) -> list[dict]:
-    runs = []
-    for config in sorted(sweep_dir.rglob(".hydra/config.yaml")):
-        path = config.parent.parent
-        if path != sweep_dir or is_run_dir(path):
-            runs.append(read_run(path))
+    runs = [read_run(run) for run in find_run_dirs(sweep_dir)]
     return [r for r in runs if "step" in r or r["status"] == "corrupt"]
 
 
@@ -316,7 +268,7 @@ def collect(sweep_dir: str | Path, out: str | Path | None = None) -> pd.DataFram
         table = summarise(runs, expected_runs(sweep_dir))
     except Exception as exc:
         (out / "results.md").write_text(f"# Results: {sweep_dir}\n\nNo table: collecting "
-                                        f"failed ({_one_line(exc)}).\n")
+                                        f"failed ({_error(exc)}).\n")
         raise
     table.to_csv(out / "results.csv", index=False)
     pd.DataFrame(runs).to_csv(out / "runs.csv", index=False)

@@ -11,15 +11,13 @@ code does: image by image in the loader's worker processes, Mixup per batch.
 from __future__ import annotations
 
 import math
-from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torchvision.ops import roi_align
 
+from roadmap.schema import DataConfig, RecipeConfig
 from roadmap.train.randaugment import BatchRandAugment, random_erasing
-
-CROPS = ("pad", "resized", "none")
 
 
 def random_pad_crop_flip(x: torch.Tensor, padding: int, flip: bool) -> torch.Tensor:
@@ -72,7 +70,7 @@ class BatchAugment:
     Mixup/CutMix mixed the batch. Label smoothing is the loss's job.
     """
 
-    def __init__(self, data: Any, recipe: Any, num_classes: int) -> None:
+    def __init__(self, data: DataConfig, recipe: RecipeConfig, num_classes: int) -> None:
         self.data, self.recipe, self.num_classes = data, recipe, num_classes
         fill = [min(255, round(255 * m)) for m in data.mean]  # as timm's create_transform
         self.randaugment = (BatchRandAugment(recipe.randaugment_ops, recipe.randaugment_magnitude,
@@ -80,9 +78,6 @@ class BatchAugment:
                             if recipe.randaugment else None)
         self.mix = mixup(recipe, num_classes)
         self.normalize = Normalize(data.mean, data.std)
-        if data.crop not in CROPS:
-            raise ValueError(f"data.crop={data.crop} is invalid; valid values: "
-                             f"{', '.join(CROPS)}")
 
     def __call__(self, images: torch.Tensor, labels: torch.Tensor):
         """One batch, augmented and mixed."""
@@ -101,7 +96,7 @@ class BatchAugment:
         data, recipe = self.data, self.recipe
         x = images
         if data.crop == "resized":
-            scale = tuple(data.get("scale", (0.08, 1.0)))
+            scale = tuple(getattr(data, "scale", (0.08, 1.0)))
             crop = random_resized_crop(x.float(), data.image_size, scale)
             x = crop.round().clamp(0, 255).to(torch.uint8)
             if recipe.hflip:
@@ -134,7 +129,7 @@ class Normalize:
 
 # -- image folders: timm's pipeline, image by image, as the official ConvNeXt code builds it ------
 
-def randaugment_spec(recipe: Any) -> str | None:
+def randaugment_spec(recipe: RecipeConfig) -> str | None:
     """The recipe's RandAugment in timm's notation (the paper's: ``rand-m9-mstd0.5-inc1``)."""
     if not recipe.randaugment:
         return None
@@ -143,7 +138,7 @@ def randaugment_spec(recipe: Any) -> str | None:
     return spec + ("-inc1" if recipe.randaugment_increasing else "")
 
 
-def folder_train_transform(data: Any, recipe: Any):
+def folder_train_transform(data: DataConfig, recipe: RecipeConfig):
     """timm's ``create_transform`` with the recipe's pieces, each its own flag: random-resized
     crop (``data.scale``, ``recipe.interpolation``), flip, RandAugment (timm applies colour
     jitter ``recipe.color_jitter`` only without it, as the official code gets it), random
@@ -158,7 +153,7 @@ def folder_train_transform(data: Any, recipe: Any):
         re_prob=recipe.random_erasing, re_mode=recipe.erasing_mode, re_count=1)
 
 
-def folder_eval_transform(data: Any, recipe: Any):
+def folder_eval_transform(data: DataConfig, recipe: RecipeConfig):
     """Resize to ``image_size / test_crop_ratio`` (``recipe.interpolation``), centre crop."""
     from timm.data import create_transform
 
@@ -167,7 +162,7 @@ def folder_eval_transform(data: Any, recipe: Any):
                             std=tuple(data.std))
 
 
-def mixup(recipe: Any, num_classes: int):
+def mixup(recipe: RecipeConfig, num_classes: int):
     """timm's Mixup/CutMix on a batch, for image folders and in-memory data alike: one ``lam``
     per batch, the batch mixed with its reverse (``mix_prob``, CutMix rather than Mixup with
     ``mix_switch_prob``; the box's area corrects ``lam``), or None. It needs an even batch and

@@ -1,8 +1,9 @@
 """Data sets: small ones as uint8 tensors in memory, image folders read image by image.
 
-``load_dataset(cfg.data)`` returns a :class:`MemoryDataset` (Fashion-MNIST, CIFAR, synthetic)
-or a :class:`FolderDataset` (any ImageNet-style folder). Only reading lives here: augmentation
-is :mod:`roadmap.train.augment`'s, applied by :mod:`roadmap.train.loaders`. A missing data set
+``load_dataset(cfg.data)`` returns a :class:`DataSet`: a :class:`MemoryDataset` (Fashion-MNIST,
+CIFAR, synthetic) or a :class:`FolderDataset` (any ImageNet-style folder), each making its own
+batches (:mod:`roadmap.train.loaders`), so no caller asks which kind it has. Augmentation is
+:mod:`roadmap.train.augment`'s. A missing data set
 raises :class:`DataError` with one line naming the paths tried and the fix, before training
 starts.
 """
@@ -13,22 +14,91 @@ import gzip
 import math
 import pickle
 import struct
+from abc import ABC, abstractmethod
+from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
+from torch.utils.data import DataLoader, Subset
+
+from roadmap.errors import first_line
+from roadmap.train.augment import BatchAugment
+from roadmap.train.loaders import (
+    FolderTrainLoader,
+    MemoryEvalLoader,
+    MemoryTrainLoader,
+    folder_eval_loader,
+)
+
+if TYPE_CHECKING:
+    from roadmap.runtime import Dist
+    from roadmap.schema import (
+        ArchiveDataConfig,
+        DataConfig,
+        FolderDataConfig,
+        SyntheticDataConfig,
+        TrainConfig,
+    )
+    from roadmap.train.loaders import TrainBatches
 
 DEBIAN_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
-DATASETS = ("fashion_mnist", "cifar10", "cifar100", "imagefolder", "synthetic")
 
 
 class DataError(RuntimeError):
     """A data set cannot be found or read; the message says where it looked and what to do."""
 
 
+class DataSet(ABC):
+    """What a run asks of a data set, whichever kind it is: its sizes, its training batches,
+    the batches of its test set and validation split, and a copy with a validation split or a
+    training subset."""
+
+    num_classes: int
+
+    @property
+    @abstractmethod
+    def n_train(self) -> int:
+        """Training images (after the validation split and the subset)."""
+
+    @abstractmethod
+    def labels(self) -> torch.Tensor:
+        """The training images' labels, in order."""
+
+    @abstractmethod
+    def subset(self, keep: torch.Tensor, held: torch.Tensor | None = None) -> DataSet:
+        """Training on the images ``keep``; with ``held``, those become the validation set."""
+
+    @abstractmethod
+    def train_batches(self, cfg: TrainConfig, batch_size: int, device: torch.device,
+                      dist: Dist) -> TrainBatches:
+        """Training batches with the recipe's augmentation, this process's share."""
+
+    @abstractmethod
+    def eval_batches(self, cfg: TrainConfig, device: torch.device, dist: Dist,
+                     split: str = "test") -> Iterable | None:
+        """Batches of the ``test`` set or the ``val`` split (None when there is none)."""
+
+    def with_validation(self, size: int, seed: int) -> DataSet:
+        """This set with ``size`` training images moved to a validation set (0: none)."""
+        if size == 0:
+            return self
+        train, val = stratified_split(self.labels(), size, seed)
+        return self.subset(train, val)
+
+    def with_train_images(self, count: int | None) -> DataSet:
+        """This set training on a fixed, stratified ``count`` of its training images (after
+        the validation split; None: all of them)."""
+        if count is None:
+            return self
+        _, keep = stratified_split(self.labels(), count, TRAIN_SUBSET_SEED,
+                                   "data.train_images", f"null for all {self.n_train}")
+        return self.subset(keep)
+
+
 @dataclass
-class MemoryDataset:
+class MemoryDataset(DataSet):
     """A whole data set as tensors: images ``(N, C, H, W)`` uint8, labels ``(N,)`` int64."""
 
     train_images: torch.Tensor
@@ -48,9 +118,37 @@ class MemoryDataset:
                 raise DataError(f"{name} must be uint8 (N, C, H, W), got {images.dtype} "
                                 f"{tuple(images.shape)}")
 
+    @property
+    def n_train(self) -> int:
+        return len(self.train_labels)
+
+    def labels(self) -> torch.Tensor:
+        return self.train_labels
+
+    def subset(self, keep: torch.Tensor, held: torch.Tensor | None = None) -> MemoryDataset:
+        val = {} if held is None else {"val_images": self.train_images[held],
+                                       "val_labels": self.train_labels[held]}
+        return replace(self, train_images=self.train_images[keep],
+                       train_labels=self.train_labels[keep], **val)
+
+    def train_batches(self, cfg: TrainConfig, batch_size: int, device: torch.device,
+                      dist: Dist) -> MemoryTrainLoader:
+        augment = BatchAugment(cfg.data, cfg.recipe, self.num_classes)
+        return MemoryTrainLoader(self, batch_size, augment, device, dist.rank, dist.world,
+                                 chunk=cfg.augment_batches)
+
+    def eval_batches(self, cfg: TrainConfig, device: torch.device, dist: Dist,
+                     split: str = "test") -> MemoryEvalLoader | None:
+        images, labels = ((self.test_images, self.test_labels) if split == "test"
+                          else (self.val_images, self.val_labels))
+        if images is None:
+            return None
+        return MemoryEvalLoader(images, labels, cfg.eval_batch_size, cfg.data.mean,
+                                cfg.data.std, device, dist.rank, dist.world)
+
 
 @dataclass
-class FolderDataset:
+class FolderDataset(DataSet):
     """An ImageNet-style folder: torchvision ``ImageFolder`` for train and val, decoding images
     to PIL (the loaders add the transforms)."""
 
@@ -59,6 +157,34 @@ class FolderDataset:
     num_classes: int
     val: Any = None
     """Carved from ``train/`` when ``data.val_size`` > 0 (decoded like the test set)."""
+
+    @property
+    def n_train(self) -> int:
+        return len(self.train)
+
+    def labels(self) -> torch.Tensor:
+        train, indices = self.train, None
+        if isinstance(train, Subset):
+            train, indices = train.dataset, train.indices
+        targets = torch.tensor(train.targets)
+        return targets if indices is None else targets[torch.tensor(indices, dtype=torch.long)]
+
+    def subset(self, keep: torch.Tensor, held: torch.Tensor | None = None) -> FolderDataset:
+        val = {} if held is None else {"val": Subset(self.train, held.tolist())}
+        return replace(self, train=Subset(self.train, keep.tolist()), **val)
+
+    def train_batches(self, cfg: TrainConfig, batch_size: int, device: torch.device,
+                      dist: Dist) -> FolderTrainLoader:
+        return FolderTrainLoader(self, batch_size, cfg.data, cfg.recipe, self.num_classes,
+                                 device, cfg.workers, dist.rank, dist.world)
+
+    def eval_batches(self, cfg: TrainConfig, device: torch.device, dist: Dist,
+                     split: str = "test") -> DataLoader | None:
+        images = self.test if split == "test" else self.val
+        if images is None:
+            return None
+        return folder_eval_loader(images, cfg.eval_batch_size, cfg.data, cfg.recipe,
+                                  cfg.workers, dist.rank, dist.world)
 
 
 def stratified_split(labels: torch.Tensor, size: int, seed: int, key: str = "data.val_size",
@@ -85,63 +211,22 @@ def stratified_split(labels: torch.Tensor, size: int, seed: int, key: str = "dat
     return keep.nonzero().flatten(), val.sort().values
 
 
-def with_validation(dataset: MemoryDataset | FolderDataset, size: int,
-                    seed: int) -> MemoryDataset | FolderDataset:
-    """``dataset`` with ``size`` training images moved to a validation set (0: none)."""
-    if size == 0:
-        return dataset
-    if isinstance(dataset, MemoryDataset):
-        train, val = stratified_split(dataset.train_labels, size, seed)
-        return MemoryDataset(dataset.train_images[train], dataset.train_labels[train],
-                             dataset.test_images, dataset.test_labels, dataset.num_classes,
-                             dataset.train_images[val], dataset.train_labels[val])
-    from torch.utils.data import Subset
-
-    train, val = stratified_split(torch.tensor(dataset.train.targets), size, seed)
-    return FolderDataset(Subset(dataset.train, train.tolist()), dataset.test,
-                         dataset.num_classes, Subset(dataset.train, val.tolist()))
-
-
 TRAIN_SUBSET_SEED = 1
 """The subset of ``data.train_images`` is drawn with its own fixed seed (the validation split's
 is ``data.val_seed``): the same images for every run, step and training seed."""
 
 
-def with_train_images(dataset: MemoryDataset | FolderDataset,
-                      count: int | None) -> MemoryDataset | FolderDataset:
-    """``dataset`` training on a fixed, stratified ``count`` of its training images (after the
-    validation split; None: all of them)."""
-    if count is None:
-        return dataset
-    if isinstance(dataset, MemoryDataset):
-        _, keep = stratified_split(dataset.train_labels, count, TRAIN_SUBSET_SEED,
-                                   "data.train_images", f"null for all {len(dataset.train_labels)}")
-        return replace(dataset, train_images=dataset.train_images[keep],
-                       train_labels=dataset.train_labels[keep])
-    from torch.utils.data import Subset
-
-    train = dataset.train
-    labels = torch.tensor([train.dataset.targets[i] for i in train.indices]
-                          if isinstance(train, Subset) else train.targets)
-    _, keep = stratified_split(labels, count, TRAIN_SUBSET_SEED, "data.train_images",
-                               f"null for all {len(labels)}")
-    return replace(dataset, train=Subset(train, keep.tolist()))
-
-
-def load_dataset(data: Any) -> MemoryDataset | FolderDataset:
-    """The data set named by ``data.name`` (a config node), with its validation split and
-    training subset."""
+def load_dataset(data: DataConfig) -> DataSet:
+    """The data set named by ``data.name``, with its validation split and training subset."""
     loaders = {"fashion_mnist": load_fashion_mnist, "cifar10": load_cifar, "cifar100": load_cifar,
                "imagefolder": load_imagefolder, "synthetic": make_synthetic}
-    if data.name not in loaders:
-        raise DataError(f"data={data.name} is unknown; valid values: {', '.join(DATASETS)}")
     dataset = loaders[data.name](data)
     if dataset.num_classes != data.num_classes:
         raise DataError(f"data.num_classes={data.num_classes} but the data set has "
                         f"{dataset.num_classes} classes; set data.num_classes="
                         f"{dataset.num_classes}")
-    dataset = with_validation(dataset, int(data.get("val_size", 0)), int(data.get("val_seed", 0)))
-    return with_train_images(dataset, data.get("train_images"))
+    return dataset.with_validation(data.val_size, data.val_seed).with_train_images(
+        data.train_images)
 
 
 # -- Fashion-MNIST ------------------------------------------------------------------------------
@@ -149,11 +234,6 @@ def load_dataset(data: Any) -> MemoryDataset | FolderDataset:
 FASHION_FILES = {"train_images": "train-images-idx3-ubyte",
                  "train_labels": "train-labels-idx1-ubyte",
                  "test_images": "t10k-images-idx3-ubyte", "test_labels": "t10k-labels-idx1-ubyte"}
-
-
-def _reason(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
 
 
 def read_idx(path: Path) -> torch.Tensor:
@@ -170,7 +250,7 @@ def read_idx(path: Path) -> torch.Tensor:
             raise ValueError(f"{len(body)} bytes of data where its header announces "
                              f"{math.prod(shape)}")
     except (OSError, EOFError, ValueError, struct.error) as exc:
-        raise DataError(f"{path} is unreadable ({_reason(exc)}); fix: reinstall it (`apt-get "
+        raise DataError(f"{path} is unreadable ({first_line(exc)}); fix: reinstall it (`apt-get "
                         "install --reinstall dataset-fashion-mnist`) or delete it so that it is "
                         "looked for elsewhere or downloaded again") from None
     return torch.frombuffer(bytearray(body), dtype=torch.uint8).reshape(shape)
@@ -187,7 +267,7 @@ def fashion_mnist_dirs(root: Path) -> list[Path]:
     return [root / "fashion_mnist", root / "FashionMNIST" / "raw", DEBIAN_FASHION_MNIST]
 
 
-def load_fashion_mnist(data: Any) -> MemoryDataset:
+def load_fashion_mnist(data: ArchiveDataConfig) -> MemoryDataset:
     root = Path(str(data.root)).expanduser()
     tried = fashion_mnist_dirs(root)
     for folder in tried:
@@ -206,7 +286,7 @@ def load_fashion_mnist(data: Any) -> MemoryDataset:
                 paths = {k: _find_idx(folder, stem) for k, stem in FASHION_FILES.items()}
                 error = None if all(paths.values()) else "files missing after download"
             except Exception as exc:  # no network, a proxy, a full disk...
-                error = f"download failed: {_reason(exc)}"
+                error = f"download failed: {first_line(exc)}"
         if error:
             raise DataError(
                 f"Fashion-MNIST not found in {', '.join(map(str, tried))} ({error}); fix: "
@@ -242,7 +322,7 @@ def _read_cifar(folder: Path, files: list[str], label_key: str):
     return torch.cat(images), torch.cat(labels)
 
 
-def load_cifar(data: Any) -> MemoryDataset:
+def load_cifar(data: ArchiveDataConfig) -> MemoryDataset:
     """CIFAR-10/100 from torchvision's python archive in ``data.root`` (downloaded if allowed)."""
     subdir, train_files, test_files, label_key, tv_class = CIFAR[data.name]
     root = Path(str(data.root)).expanduser()
@@ -256,7 +336,7 @@ def load_cifar(data: Any) -> MemoryDataset:
                 getattr(torchvision.datasets, tv_class)(str(root), train=True, download=True)
                 error = None
             except Exception as exc:
-                error = f"download failed: {_reason(exc)}"
+                error = f"download failed: {first_line(exc)}"
         if error:
             raise DataError(f"{data.name} not found in {folder} ({error}); fix: run once where "
                             f"there is network (data.download=true), or copy torchvision's "
@@ -268,10 +348,13 @@ def load_cifar(data: Any) -> MemoryDataset:
 
 # -- image folders ------------------------------------------------------------------------------
 
-def load_imagefolder(data: Any) -> FolderDataset:
+def load_imagefolder(data: FolderDataConfig) -> FolderDataset:
     from torchvision.datasets import ImageFolder
 
-    root = Path(str(data.root)).expanduser()
+    if data.root is None:
+        raise DataError("data.root is not set; fix: data.root=<a folder with "
+                        f"{data.train_dir}/<class>/*.jpg and {data.val_dir}/<class>/*.jpg>")
+    root = Path(data.root).expanduser()
     train_dir, val_dir = root / data.train_dir, root / data.val_dir
     for d in (train_dir, val_dir):
         if not d.is_dir():
@@ -280,11 +363,11 @@ def load_imagefolder(data: Any) -> FolderDataset:
     try:
         train, test = ImageFolder(str(train_dir)), ImageFolder(str(val_dir))
     except FileNotFoundError as exc:  # no class folder, or a class folder with no image
-        raise DataError(f"{_reason(exc)}; fix: every class folder of {train_dir} and {val_dir} "
+        raise DataError(f"{first_line(exc)}; fix: every class folder of {train_dir} and {val_dir} "
                         "needs at least one image (.jpg, .png, ...)") from None
     if train.classes != test.classes:
         raise DataError(f"{train_dir} and {val_dir} have different classes")
-    if data.get("check_images", True):
+    if data.check_images:
         for folder in (train, test):
             check_image_headers(folder.samples)
     return FolderDataset(train, test, num_classes=len(train.classes))
@@ -301,14 +384,14 @@ def check_image_headers(samples: list[tuple[str, int]]) -> None:
             with Image.open(path):
                 pass
         except Exception as exc:
-            raise DataError(f"{path} is not a readable image ({_reason(exc)}); fix: remove or "
+            raise DataError(f"{path} is not a readable image ({first_line(exc)}); fix: remove or "
                             "replace it, or set data.check_images=false to skip such files "
                             "while training") from None
 
 
 # -- synthetic ----------------------------------------------------------------------------------
 
-def make_synthetic(data: Any) -> MemoryDataset:
+def make_synthetic(data: SyntheticDataConfig) -> MemoryDataset:
     """Each class a fixed smooth random pattern; an image is its pattern, shifted, plus noise."""
     g = torch.Generator().manual_seed(1234)  # the data set is fixed, whatever the run's seed
     size, k, c = data.image_size, data.num_classes, data.in_chans

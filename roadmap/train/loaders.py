@@ -11,6 +11,7 @@ from __future__ import annotations
 import multiprocessing
 import sys
 from collections.abc import Iterator
+from typing import TYPE_CHECKING, Protocol
 
 import torch
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
@@ -23,13 +24,28 @@ from roadmap.train.augment import (
     folder_train_transform,
     mixup,
 )
-from roadmap.train.data import FolderDataset, MemoryDataset
+
+if TYPE_CHECKING:
+    from roadmap.train.data import FolderDataset, MemoryDataset
+
+
+class TrainBatches(Protocol):
+    """A data set's training batches: an epoch's, by seed, and the images skipped so far."""
+
+    skipped: int
+
+    def __len__(self) -> int: ...
+
+    def epoch(self, seed: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]: ...
 
 
 class MemoryTrainLoader:
     """Training batches of a :class:`MemoryDataset`: shuffled, sharded, augmented on ``device``,
     ``chunk`` batches at a time (:meth:`BatchAugment.batches`; any other callable augments batch
     by batch)."""
+
+    skipped = 0
+    """Images in memory never fail to decode."""
 
     def __init__(self, dataset: MemoryDataset, batch_size: int, augment: BatchAugment,
                  device: torch.device, rank: int = 0, world: int = 1, chunk: int = 1) -> None:

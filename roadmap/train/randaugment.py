@@ -25,7 +25,7 @@ from __future__ import annotations
 import functools
 import itertools
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
@@ -38,9 +38,6 @@ OPS = ("AutoContrast", "Equalize", "Invert", "Rotate", "PosterizeIncreasing",
 """timm's ``_RAND_INCREASING_TRANSFORMS``, in its order."""
 
 LEVEL = 10.0  # timm's _LEVEL_DENOM: magnitudes are on a 0-10 scale
-ERASING_MODES = ("pixel", "rand", "const")
-
-
 # -- the ops, on float images in [0, 255] with whole values, (n, C, H, W) ----------------------
 # ``op``: (n,) index into OPS per image (-1: none), ``m``: (n,) magnitude, ``sign``: (n,) +-1.
 # A layer sorts its images by op (:data:`SEQUENCE`), so each op's images, and each kind's, are a
@@ -293,17 +290,6 @@ def run_ops_(s: Sorted, fill: torch.Tensor) -> None:
     if geometric.stop > geometric.start:
         sub = s.x[geometric]
         _affine(sub, s.params[geometric, THETA].view(-1, 2, 3), fill, out=sub)
-
-
-def _single(name: str) -> Callable:
-    def one_op(x, m, sign, fill):
-        op = torch.full_like(m, OPS.index(name), dtype=torch.long)
-        return apply_ops_(x.clone(), op, m, sign, fill)
-    return one_op
-
-
-OP_FNS: dict[str, Callable] = {name: _single(name) for name in OPS}
-"""Each op alone on a batch, through the same code as RandAugment (for tests)."""
 
 
 # -- RandAugment on a batch ---------------------------------------------------------------------

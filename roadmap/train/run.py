@@ -1,39 +1,33 @@
-"""One run, start to end: :func:`train` (skip, resume, train, evaluate, checkpoint, record).
+"""One run, start to end: :func:`train` (check, skip, resume, train, evaluate, checkpoint,
+record).
 
-Each run directory holds Hydra's ``.hydra/``, the run's ``config.json`` (what it computes),
-``metrics.json``, per-epoch ``epochs.jsonl``, ``last.pt`` and ``.lock`` (see
-:mod:`roadmap.train.rundir`). Rerunning the same command resumes from ``last.pt``; a completed
-run of the same config is skipped. Under ``torchrun`` every process trains its shard and only
-rank 0 writes.
+Every value is checked before any work (a bad one is recorded as a failed run). The run
+directory's files belong to :class:`roadmap.rundir.RunDir`: rerunning the same command resumes
+from its checkpoint; a completed run of the same config is skipped. Under ``torchrun`` every
+process trains its shard and only rank 0 writes.
 """
 
 from __future__ import annotations
 
-import json
+import dataclasses
 import random
 import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from roadmap.runtime import Dist, RunError, code_version
-from roadmap.train.checkpoint import (
-    Progress,
-    checkpoint_state,
-    load_checkpoint,
-    restore,
-    run_config,
-    save_checkpoint,
-    write_json,
-)
+from roadmap.conf import settings
+from roadmap.errors import RunError
+from roadmap.rundir import RunDir, RunRecord, recorded_config
+from roadmap.runtime import Dist, code_version
+from roadmap.schema import TrainConfig
 from roadmap.train.loop import Diverged, EpochStats, evaluate, train_epoch
-from roadmap.train.rundir import CHECKPOINT, METRICS, RunDir
-from roadmap.train.setup import Run, check_values, prepare
+from roadmap.train.setup import Run, prepare
+from roadmap.train.state import Progress, restore, state
 from roadmap.train.tracking import make_tracker
 
 
@@ -48,7 +42,7 @@ def seed_everything(seed: int) -> None:
     np.random.seed(seed % 2 ** 32)
 
 
-def show_progress(setting: Any) -> bool:
+def show_progress(setting: str | bool) -> bool:
     if setting == "auto":
         return sys.stderr.isatty()
     return bool(setting)
@@ -56,70 +50,82 @@ def show_progress(setting: Any) -> bool:
 
 def train(cfg: DictConfig, run_dir: str | Path,
           on_claim: Callable[[], None] | None = None) -> dict:
-    """Train ``cfg``'s step in ``run_dir``: metrics. A completed run of the same config is
-    returned as it is; an unfinished one resumes from ``last.pt``. A directory that another
-    process is writing (:class:`RunLocked`) or that holds another config's run
-    (:class:`RunRefused`) is refused before anything is written in it. ``on_claim`` runs once
-    the directory is this run's (the entry point writes Hydra's files then)."""
-    run_dir, dist = Path(run_dir), Dist.from_env()
-    directory = RunDir(run_dir)
+    """Train ``cfg``'s step in ``run_dir``: the record of how it ended (as stored). A completed
+    run of the same config is returned as it is; an unfinished one resumes from its
+    checkpoint. A directory that another
+    process is writing (:class:`~roadmap.rundir.RunLocked`) or that holds another config's run
+    (:class:`~roadmap.rundir.RunRefused`) is refused before anything is written in it.
+    ``on_claim`` runs once the directory is this run's (the entry point writes Hydra's files
+    then)."""
+    directory, dist = RunDir(run_dir), Dist.from_env()
     if dist.main:
         directory.lock()
     try:
-        config = run_config(cfg)
+        config = recorded_config(OmegaConf.to_container(cfg, resolve=True))
         directory.check_config(config)
-        previous = directory.completed_metrics()
+        previous = directory.completed()
         if previous is not None:
-            print(f"roadmap: {run_dir} already completed (top-1 {previous['top1']:.2f}); "
+            print(f"roadmap: {directory.path} already completed (top-1 {previous.top1:.2f}); "
                   "skipping", file=sys.stderr)
-            return previous
+            return previous.to_json()
         if dist.main:
             directory.claim(config)
             if on_claim is not None:
                 on_claim()
-        return _recorded(cfg, run_dir, dist)
+        return run_and_record(cfg, directory, dist, config).to_json()
     finally:
         directory.unlock()
 
 
-def _recorded(cfg: DictConfig, run_dir: Path, dist: Dist) -> dict:
-    """Run, and record in ``metrics.json`` how it ended: completed, diverged or failed."""
-    base = {"step": cfg.step_name, "ladder": cfg.ladder.name, "seed": cfg.seed,
-            "preset": cfg.preset_name, "dataset": cfg.data.name, "recipe": cfg.recipe.name,
-            "protocol": OmegaConf.to_container(cfg.protocol, resolve=True),
-            "epochs": cfg.epochs, "scale": OmegaConf.to_container(cfg.scale, resolve=True)}
+IDENTITY_KEYS = {"step": "step_name", "ladder": "ladder.name", "seed": "seed",
+                 "preset": "preset_name", "dataset": "data.name", "recipe": "recipe.name",
+                 "protocol": "protocol", "epochs": "epochs", "scale": "scale"}
+"""Where a run's record finds what it says of the run (:data:`roadmap.rundir.IDENTITY`)."""
+
+
+def identity(cfg: DictConfig) -> dict:
+    """What a run's record says of the run, read from its config as composed (so that a run
+    whose values fail their checks is recorded too)."""
+    values = {k: OmegaConf.select(cfg, key) for k, key in IDENTITY_KEYS.items()}
+    return {k: OmegaConf.to_container(v, resolve=True) if isinstance(v, DictConfig) else v
+            for k, v in values.items()}
+
+
+def run_and_record(cfg: DictConfig, directory: RunDir, dist: Dist, config: dict) -> RunRecord:
+    """Check every value (:func:`roadmap.conf.settings`), run, and record how it ended:
+    completed, diverged or failed (the error is raised)."""
     started = time.time()
     try:
-        return _train(cfg, run_dir, base, dist)
+        typed = settings(cfg)
+        return run_epochs(typed, directory, dist, config,
+                          OmegaConf.to_container(cfg, resolve=True), identity(cfg))
     except Diverged as exc:
-        metrics = {**base, "status": "diverged", "error": str(exc),
-                   "wall_s": time.time() - started}
+        record = RunRecord(identity(cfg), "diverged", {"wall_s": time.time() - started},
+                           str(exc))
         if dist.main:
-            write_json(run_dir / METRICS, metrics)
-        return metrics
+            directory.write_record(record)
+        return record
     except BaseException as exc:
         if dist.main:
-            record = {**base, "status": "failed", "error": f"{type(exc).__name__}: {exc}",
-                      "wall_s": time.time() - started}
+            record = RunRecord(identity(cfg), "failed", {"wall_s": time.time() - started},
+                               f"{type(exc).__name__}: {exc}")
             try:
-                write_json(run_dir / METRICS, record)
+                directory.write_record(record)
             except (OSError, RunError):  # e.g. the disk is full: the error itself is raised
                 pass
         raise
 
 
-def _train(cfg: DictConfig, run_dir: Path, base: dict, dist: Dist) -> dict:
-    check_values(cfg)
-    checkpoint = load_checkpoint(run_dir)
+def run_epochs(cfg: TrainConfig, directory: RunDir, dist: Dist, config: dict,
+               tracked: dict, named: dict) -> RunRecord:
+    """Prepare the run, go on from the checkpoint if there is one, train the epochs left."""
+    checkpoint = directory.read_checkpoint()
     run = prepare(cfg, dist)
     progress = restore(run, checkpoint) if checkpoint is not None else Progress()
     main = run.dist.main
     if main:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        # the per-epoch log always agrees with the checkpoint it resumes from
-        (run_dir / "epochs.jsonl").write_text(
-            "".join(json.dumps(h) + "\n" for h in progress.history))
-    tracker = make_tracker(cfg.logger, OmegaConf.to_container(cfg, resolve=True), run_dir,
+        directory.start_epochs(progress.history)
+    tracker = make_tracker(cfg.logger, tracked, directory.path,
                            f"{cfg.step_name}-seed{cfg.seed}", progress.run_id, main)
     progress.run_id = tracker.run_id
     tracker.summary({"params": run.params, "gflops": run.gflops})
@@ -137,45 +143,44 @@ def _train(cfg: DictConfig, run_dir: Path, base: dict, dist: Dist) -> dict:
         progress.wall_s = wall_before + time.time() - session_start
         tracker.log(record, step=epoch + 1)
         if main:
-            log_epoch(cfg, run, run_dir, record, progress)
-    metrics = final_metrics(cfg, run, base, progress)
-    metrics["wall_s"] = wall_before + time.time() - session_start
-    tracker.summary({k: v for k, v in metrics.items() if isinstance(v, (int, float))})
+            log_epoch(cfg, directory, record, lambda: state(run, config, progress))
+    result = final_record(cfg, run, progress, named)
+    result.metrics["wall_s"] = wall_before + time.time() - session_start
+    tracker.summary({k: v for k, v in result.metrics.items() if isinstance(v, (int, float))})
     tracker.finish()
     if main:
-        write_json(run_dir / METRICS, metrics)
-    return metrics
+        directory.write_record(result)
+    return result
 
 
-def run_epoch(cfg: DictConfig, run: Run, epoch: int, progress: Progress) -> dict:
+def run_epoch(cfg: TrainConfig, run: Run, epoch: int, progress: Progress) -> dict:
     """Train one epoch, evaluate, and return the epoch's record."""
     seed_everything(epoch_seed(cfg.seed, epoch) * 1000 + run.dist.rank)
-    s, world = run.stepper, run.dist.world
+    stepper, world = run.stepper, run.dist.world
     bar, on_step = progress_bar(cfg, run, epoch)
-    stats = train_epoch(s, run.train_batches.epoch(epoch_seed(cfg.seed, epoch)),
-                        run.steps_per_epoch * s.accum, epoch, on_step)
+    stats = train_epoch(stepper, run.train_batches.epoch(epoch_seed(cfg.seed, epoch)),
+                        run.steps_per_epoch * stepper.accum, epoch, on_step)
     if bar is not None:
         bar.close()
     progress.train_seconds += stats.seconds
     progress.train_images += stats.images * world
-    results = evaluate(s.net, run.eval_batches, run.device, run.dist, s.autocast)
+    results = evaluate(stepper.net, run.eval_batches, run.device, run.dist, stepper.autocast)
     record = {"epoch": epoch + 1, "train_loss": stats.loss}
     if run.val_batches is not None:
-        val = evaluate(s.net, run.val_batches, run.device, run.dist, s.autocast)
+        val = evaluate(stepper.net, run.val_batches, run.device, run.dist, stepper.autocast)
         record.update(val_loss=val["loss"], val_top1=val["top1"], val_top5=val["top5"])
     record.update(test_loss=results["loss"], top1=results["top1"], top5=results["top5"],
-                  lr=s.optimizer.param_groups[0]["lr"],
+                  lr=stepper.optimizer.param_groups[0]["lr"],
                   train_images_per_s=stats.images * world / stats.seconds,
-                  epoch_s=stats.seconds)
-    if hasattr(run.train_batches, "skipped"):
-        record["skipped_images"] = run.train_batches.skipped
-    if s.ema is not None:
-        ema_results = evaluate(s.ema.module, run.eval_batches, run.device, run.dist, s.autocast)
+                  epoch_s=stats.seconds, skipped_images=run.train_batches.skipped)
+    if stepper.ema is not None:
+        ema_results = evaluate(stepper.ema.module, run.eval_batches, run.device, run.dist,
+                               stepper.autocast)
         record.update({f"ema_{k}": v for k, v in ema_results.items()})
     return record
 
 
-def progress_bar(cfg: DictConfig, run: Run, epoch: int):
+def progress_bar(cfg: TrainConfig, run: Run, epoch: int):
     """A tqdm bar for the epoch (when ``progress`` asks for one) and its per-step update."""
     if not (show_progress(cfg.progress) and run.dist.main):
         return None, None
@@ -193,24 +198,22 @@ def progress_bar(cfg: DictConfig, run: Run, epoch: int):
     return bar, on_step
 
 
-def log_epoch(cfg: DictConfig, run: Run, run_dir: Path, record: dict,
-              progress: Progress) -> None:
-    """Print the epoch, checkpoint it when due, append it to ``epochs.jsonl`` (rank 0)."""
+def log_epoch(cfg: TrainConfig, directory: RunDir, record: dict,
+              checkpoint: Callable[[], dict]) -> None:
+    """Print the epoch, save ``checkpoint()`` when due, add the epoch to the log (rank 0)."""
     epoch = record["epoch"]
     val = f"val top-1 {record['val_top1']:.2f}, " if "val_top1" in record else ""
     print(f"epoch {epoch}/{cfg.epochs}: train loss {record['train_loss']:.4f}, {val}"
           f"test top-1 {record['top1']:.2f}, top-5 {record['top5']:.2f} "
           f"({record['train_images_per_s']:.0f} img/s)", file=sys.stderr)
     if epoch == cfg.epochs or epoch % cfg.checkpoint_every == 0:
-        save_checkpoint(run_dir / CHECKPOINT, checkpoint_state(run, cfg, progress))
-    with open(run_dir / "epochs.jsonl", "a") as f:
-        f.write(json.dumps(record) + "\n")
+        directory.save_checkpoint(checkpoint())
+    directory.append_epoch(record)
 
 
-def final_metrics(cfg: DictConfig, run: Run, base: dict, progress: Progress) -> dict:
+def final_record(cfg: TrainConfig, run: Run, progress: Progress, named: dict) -> RunRecord:
     final = progress.history[-1] if progress.history else {}
     metrics = {
-        **base, "status": "completed",
         "val_top1": final.get("val_top1"), "val_top5": final.get("val_top5"),
         "val_loss": final.get("val_loss"),
         "top1": final.get("top1"), "top5": final.get("top5"), "loss": final.get("test_loss"),
@@ -220,11 +223,11 @@ def final_metrics(cfg: DictConfig, run: Run, base: dict, progress: Progress) -> 
         "train_images_per_s": (progress.train_images / progress.train_seconds
                                if progress.train_seconds else None),
         "wall_s": progress.wall_s,
-        "epochs": cfg.epochs, "lr": run.lr, "total_batch": run.total_batch,
+        "lr": run.lr, "total_batch": run.total_batch,
         "n_train": run.n_train, "world_size": run.dist.world, "device": str(run.device),
         "torch": torch.__version__, "commit": code_version(),
-        "model": OmegaConf.to_container(OmegaConf.structured(run.model_cfg)),
+        "model": dataclasses.asdict(run.model_cfg),
     }
     if run.stepper.ema is not None and final:
         metrics.update({"ema_top1": final["ema_top1"], "ema_top5": final["ema_top5"]})
-    return metrics
+    return RunRecord(named, "completed", metrics)

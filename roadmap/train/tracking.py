@@ -11,9 +11,9 @@ from __future__ import annotations
 import os
 import sys
 from pathlib import Path
-from typing import Any
 
-LOGGERS = ("wandb", "none")
+from roadmap.errors import first_line
+from roadmap.schema import LoggerConfig
 
 
 class NullTracker:
@@ -30,7 +30,7 @@ class NullTracker:
 
 
 class WandbTracker(NullTracker):
-    def __init__(self, logger: Any, config: dict, run_dir: Path, name: str,
+    def __init__(self, logger: LoggerConfig, config: dict, run_dir: Path, name: str,
                  run_id: str | None) -> None:
         import wandb
 
@@ -39,16 +39,15 @@ class WandbTracker(NullTracker):
         options = dict(project=logger.project, entity=logger.entity, group=logger.group,
                        tags=list(logger.tags), name=name, dir=str(run_dir), config=config,
                        id=run_id, resume="allow" if run_id else None)
-        timeout = float(logger.get("init_timeout", 30))
+        timeout = float(logger.init_timeout)
         try:
             self.run = wandb.init(mode=logger.mode, **options,
                                   settings=wandb.Settings(init_timeout=timeout))
         except Exception as exc:
             if logger.mode == "offline":
                 raise
-            reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            print(f"roadmap: wandb could not start online ({reason[:160]}); logging offline "
-                  f"instead (upload later: wandb sync {run_dir}/wandb)", file=sys.stderr)
+            print(f"roadmap: wandb could not start online ({first_line(exc, 160)}); logging "
+                  f"offline instead (upload later: wandb sync {run_dir}/wandb)", file=sys.stderr)
             self.run = wandb.init(mode="offline", **options)
         self.run_id = self.run.id
 
@@ -63,10 +62,8 @@ class WandbTracker(NullTracker):
         self.run.finish()
 
 
-def make_tracker(logger: Any, config: dict, run_dir: Path, name: str, run_id: str | None,
+def make_tracker(logger: LoggerConfig, config: dict, run_dir: Path, name: str, run_id: str | None,
                  enabled: bool) -> NullTracker:
     if not enabled or logger.name == "none":
         return NullTracker()
-    if logger.name == "wandb":
-        return WandbTracker(logger, config, run_dir, name, run_id)
-    raise ValueError(f"logger={logger.name} is invalid; valid values: {', '.join(LOGGERS)}")
+    return WandbTracker(logger, config, run_dir, name, run_id)

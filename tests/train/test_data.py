@@ -9,6 +9,7 @@ from PIL import Image
 
 import roadmap.train.data
 from roadmap.conf import compose
+from roadmap.errors import RunError
 from roadmap.train import train
 from roadmap.train.data import DEBIAN_FASHION_MNIST, DataError, load_dataset
 from roadmap.train.loaders import (
@@ -163,7 +164,5 @@ def test_memory_loaders_shard_without_overlap():
 
 
 def test_unknown_dataset_name():
-    data, _ = data_cfg("synthetic")
-    data.name = "mnist"
-    with pytest.raises(DataError, match="data=mnist is unknown; valid values: fashion_mnist"):
-        load_dataset(data)
+    with pytest.raises(RunError, match="data.name=mnist is invalid; valid values: fashion_mnist"):
+        compose(["step=resnet50", "preset=smoke", "data.name=mnist"])

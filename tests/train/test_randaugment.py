@@ -10,11 +10,22 @@ from PIL import Image
 from scipy import stats
 from timm.data import auto_augment
 
-from roadmap.train.randaugment import OP_FNS, OPS, BatchRandAugment, apply_ops_, random_erasing
+from roadmap.train.randaugment import OPS, BatchRandAugment, apply_ops_, random_erasing
 
 FILL = (125, 123, 114)
 HPARAMS = dict(translate_const=14, img_mean=FILL, interpolation=Image.BICUBIC)
 GEOMETRIC = ("Rotate", "ShearX", "ShearY", "TranslateXRel", "TranslateYRel")
+
+
+def one_op(name: str):
+    """Op ``name`` alone on a batch, through the same code as RandAugment."""
+    def run(x, m, sign, fill):
+        op = torch.full_like(m, OPS.index(name), dtype=torch.long)
+        return apply_ops_(x.clone(), op, m, sign, fill)
+    return run
+
+
+OP_FNS = {name: one_op(name) for name in OPS}
 
 
 def images(n: int, seed: int = 0, size=(32, 32), channels: int = 3) -> torch.Tensor:

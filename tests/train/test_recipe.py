@@ -146,10 +146,11 @@ def smoothed_ce(logits: torch.Tensor, targets: torch.Tensor, eps: float) -> torc
 def test_the_training_step_computes_the_smoothed_loss(tmp_path, targets):
     """The loss the training loop computes (through the run's own Stepper) is label-smoothed
     cross-entropy with the recipe's 0.1, for class indices and for Mixup's mixed targets."""
+    from roadmap.conf import settings
     from roadmap.runtime import Dist
     from roadmap.train.setup import prepare
 
-    cfg = compose(["step=recipe", "preset=smoke", "logger=none"])
+    cfg = settings(compose(["step=recipe", "preset=smoke", "logger=none"]))
     assert cfg.recipe.label_smoothing == 0.1
     run = prepare(cfg, Dist())
     x = torch.randn(4, 3, 32, 32)

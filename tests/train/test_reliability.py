@@ -18,11 +18,11 @@ from omegaconf import OmegaConf
 from PIL import Image
 
 from roadmap.conf import compose
+from roadmap.errors import RunError
 from roadmap.results.collect import collect
-from roadmap.runtime import RunError
+from roadmap.rundir import RunRefused
 from roadmap.train import train
 from roadmap.train.data import DataError, load_dataset
-from roadmap.train.rundir import RunRefused
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -3,7 +3,7 @@
 import pytest
 
 from roadmap.conf import compose
-from roadmap.runtime import RunError
+from roadmap.errors import RunError
 from roadmap.train.setup import resolve_batch
 
 

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from roadmap.conf import compose
-from roadmap.runtime import RunError
+from roadmap.errors import RunError
 from roadmap.train import train
 from roadmap.train.data import DataError, load_dataset, stratified_split
 

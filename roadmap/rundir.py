@@ -1,0 +1,418 @@
+"""A run directory and everything in it: the only module that knows its files.
+
+``<sweep or preset folder>/<step>[,<variant>]/seed<N>/`` holds:
+
+- ``.lock``: one writer at a time, an advisory ``fcntl`` lock held for the whole run and
+  released by the operating system however the process ends (``kill -9`` included), so it is
+  never stale; a second writer fails at once, naming the holder;
+- ``config.json``: what the run computes (its config less the volatile keys), written when the
+  run claims the directory. Once the directory holds work (a checkpoint or a completed record),
+  another config is refused before anything is written; a run that failed before its first
+  checkpoint binds nothing;
+- ``.hydra/``: Hydra's config, its own and the overrides, written once the directory is the
+  run's (they name the run for :mod:`roadmap.results.collect`);
+- ``epochs.jsonl``: one record per finished epoch, always agreeing with the checkpoint;
+- ``last.pt``: the checkpoint, a plain state dict (tensors and plain values) loaded with
+  ``weights_only=True``;
+- ``metrics.json``: how the run ended, a :class:`RunRecord` (completed, failed or diverged).
+
+Every write goes to a temporary file, is flushed to disk and renamed over the old one, so a kill
+or a power cut at any moment leaves the previous file whole; a full disk is one line.
+
+A run's directory name is made here too (:func:`run_subdir`): the variant lists the overrides
+that change what is computed (``epochs=1,model.kernel_size=9``). Hydra (through the
+``roadmap.run_subdir`` resolver), resume and the results tables all use these functions, so they
+cannot disagree about which keys make two runs different.
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import json
+import os
+import socket
+import sys
+import time
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, BinaryIO
+
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from roadmap.errors import RunError, first_line
+
+LOCK, CONFIG, METRICS, EPOCHS, CHECKPOINT, HYDRA = (".lock", "config.json", "metrics.json",
+                                                     "epochs.jsonl", "last.pt", ".hydra")
+
+# -- which keys name a run ----------------------------------------------------------------------
+
+VOLATILE_KEYS = ("progress", "device", "workers", "augment_batches", "logger",
+                 "checkpoint_every")
+"""Keys that say how a run runs, not what it computes: they may change when it resumes.
+``workers`` and ``augment_batches`` (how many loader processes, how many batches one call
+augments) change which random numbers an image draws but not what is drawn from, like the
+device. (``eval_batch_size`` is not one: it changes the evaluation's float sums in their last
+bits.)"""
+
+RETIRED_KEYS = ("ladder.first_step",)
+"""Keys that configs recorded before they were removed still hold: they computed nothing, so a
+stored config is compared without them."""
+
+OUTSIDE_THE_VARIANT = ("step", "seed", "preset", "ladder", *VOLATILE_KEYS)
+"""Keys never in the variant: the step and seed have their own parts of the path, the preset
+and ladder name the sweep directory, and the volatile keys name nothing."""
+
+HYDRA_PREFIXES = ("hydra.", "hydra/")
+
+
+def _key(override: str) -> str:
+    return override.partition("=")[0].lstrip("+~")
+
+
+def names_the_run(key: str) -> bool:
+    """Whether an override of ``key`` makes a run a variant of its step."""
+    key = key.lstrip("+~")
+    if key.startswith(HYDRA_PREFIXES):
+        return False
+    return not any(key == k or key.startswith(k + ".") for k in OUTSIDE_THE_VARIANT)
+
+
+def variant(overrides: Iterable[str]) -> str:
+    """The overrides (``key=value`` strings) that name a run, sorted and comma-joined."""
+    return ",".join(sorted(str(o) for o in overrides if names_the_run(_key(str(o)))))
+
+
+def run_subdir(step: str, seed: Any, overrides: Iterable[str]) -> str:
+    """``<step>[,<variant>]/seed<N>``: a run's directory below its sweep (or preset) folder."""
+    name = variant(overrides)
+    return f"{step}{',' + name if name else ''}/seed{seed}"
+
+
+def recorded_config(values: Mapping) -> dict:
+    """What ``config.json`` records of a run's resolved config (a plain dict): all of it but the
+    volatile keys, as JSON gives it back, so that a stored and a requested config compare
+    equal."""
+    return json.loads(json.dumps({k: v for k, v in values.items() if k not in VOLATILE_KEYS}))
+
+
+def diff_keys(a: Any, b: Any, prefix: str = "") -> list[str]:
+    """Dotted keys whose values differ between two nested dicts."""
+    if isinstance(a, dict) and isinstance(b, dict):
+        keys = sorted(set(a) | set(b))
+        return [k for key in keys for k in diff_keys(a.get(key), b.get(key), f"{prefix}{key}.")]
+    return [] if a == b else [prefix.rstrip(".")]
+
+
+# -- writing files ------------------------------------------------------------------------------
+
+def _no_space(exc: BaseException | None) -> bool:
+    """Whether ``exc`` or what it was raised from is a full disk (torch.save wraps it)."""
+    while exc is not None:
+        if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            return True
+        exc = exc.__cause__ or exc.__context__
+    return False
+
+
+def _fsync_folder(folder: Path) -> None:
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def atomic_write(path: Path, write: Callable[[BinaryIO], None]) -> None:
+    """``write(file)`` into ``path.tmp``, fsync, rename over ``path``, fsync the folder. On any
+    failure the temporary file is removed; a full disk is a :class:`RunError` naming ``path``."""
+    tmp = path.with_name(path.name + ".tmp")
+    try:
+        with open(tmp, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException as exc:
+        tmp.unlink(missing_ok=True)
+        if _no_space(exc):
+            raise RunError(f"no space left on the device writing {path}; free some space or "
+                           "choose another hydra.run.dir (hydra.sweep.dir), then rerun to "
+                           "resume") from exc
+        raise
+    _fsync_folder(path.parent)
+
+
+def write_json(path: Path, data: dict) -> None:
+    text = (json.dumps(data, indent=2) + "\n").encode()
+    atomic_write(path, lambda f: f.write(text))
+
+
+# -- how a run ended ----------------------------------------------------------------------------
+
+STATUSES = ("completed", "failed", "diverged")
+IDENTITY = ("step", "ladder", "seed", "preset", "dataset", "recipe", "protocol", "epochs",
+            "scale")
+"""What a record says of the run it ends: enough to file it without its ``.hydra/``."""
+REQUIRED = ("top1", "params", "gflops")
+"""Numbers a completed run always records."""
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+@dataclass
+class RunRecord:
+    """How a run ended: its identity (:data:`IDENTITY`), a status of :data:`STATUSES`, the error
+    that ended a failed or diverged run, and its metrics (top-1, params, GFLOPs... when
+    completed). Stored flat in ``metrics.json``."""
+
+    identity: dict
+    status: str
+    metrics: dict = field(default_factory=dict)
+    error: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.status not in STATUSES:
+            raise ValueError(f"status {self.status!r}")
+        missing = [k for k in REQUIRED if not _is_number(self.metrics.get(k))]
+        if self.status == "completed" and missing:
+            raise ValueError(f"says completed but lacks {', '.join(missing)}")
+
+    @property
+    def top1(self) -> float | None:
+        return self.metrics.get("top1")
+
+    def to_json(self) -> dict:
+        """The record as ``metrics.json`` holds it (flat, and as JSON gives it back)."""
+        error = {"error": self.error} if self.error is not None else {}
+        flat = {**self.identity, "status": self.status, **error, **self.metrics}
+        return json.loads(json.dumps(flat, default=str))
+
+    @classmethod
+    def from_json(cls, data: Any) -> RunRecord:
+        """The record ``metrics.json`` holds; a ValueError saying what is wrong otherwise."""
+        if not isinstance(data, dict):
+            raise ValueError(f"holds {type(data).__name__}, not a record")
+        rest = {k: v for k, v in data.items() if k not in (*IDENTITY, "status", "error")}
+        return cls({k: data[k] for k in IDENTITY if k in data}, data.get("status"), rest,
+                   data.get("error"))
+
+
+# -- the directory ------------------------------------------------------------------------------
+
+class RunLocked(RunError):
+    """Another process is writing the run directory."""
+
+
+class RunRefused(RunError):
+    """The run directory holds a run of another config."""
+
+
+class CorruptRecord(ValueError):
+    """A run's record cannot be read as one; the message names the file and what is wrong."""
+
+
+CHECKPOINT_KEYS = ("model", "optimizer", "scheduler", "scaler", "epoch", "history", "config")
+"""What every checkpoint holds (the state dict :mod:`roadmap.train.state` makes)."""
+
+
+class RunDir:
+    """One run's directory: its lock, config, records, epochs, checkpoint and Hydra files."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self._fd: int | None = None
+
+    # the writer
+
+    def lock(self) -> None:
+        """Become the directory's only writer, or raise :class:`RunLocked` at once."""
+        self.path.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.path / LOCK, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.read(fd, 200).decode(errors="replace").strip() or "another process"
+            os.close(fd)
+            raise RunLocked(f"{self.path} is being written by {holder}; wait for that run to "
+                            "end, or choose another hydra.run.dir") from None
+        os.ftruncate(fd, 0)
+        os.write(fd, f"pid {os.getpid()} on {socket.gethostname()} since "
+                     f"{time.strftime('%Y-%m-%d %H:%M:%S')}\n".encode())
+        self._fd = fd
+
+    def unlock(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)  # closing the descriptor releases the lock
+            self._fd = None
+
+    # the config
+
+    def stored_config(self) -> dict | None:
+        """The config the directory's run was made with, without retired keys; None if none."""
+        path = self.path / CONFIG
+        if not path.is_file():
+            return None
+        try:
+            stored = json.loads(path.read_text())
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise RunError(f"{path} is unreadable ({exc}); remove that run directory or "
+                           "choose another hydra.run.dir") from None
+        for key in RETIRED_KEYS:
+            node, _, leaf = key.rpartition(".")
+            if isinstance(stored.get(node), dict):
+                stored[node].pop(leaf, None)
+        return stored
+
+    def holds_work(self) -> bool:
+        if self.has_checkpoint():
+            return True
+        try:
+            return json.loads((self.path / METRICS).read_text()).get("status") == "completed"
+        except (OSError, ValueError, UnicodeDecodeError, AttributeError):
+            return False
+
+    def check_config(self, config: dict) -> None:
+        """Refuse (:class:`RunRefused`) a config other than the one whose work the directory
+        holds."""
+        stored = self.stored_config() if self.holds_work() else None
+        changed = diff_keys(stored, config) if stored is not None else []
+        if changed:
+            shown = ", ".join(changed[:6]) + (f" and {len(changed) - 6} more"
+                                               if len(changed) > 6 else "")
+            raise RunRefused(f"{self.path} holds a run with another config (differs in "
+                             f"{shown}); choose another hydra.run.dir (make roadmap: another "
+                             "OUT) or remove that directory")
+
+    def claim(self, config: dict) -> None:
+        """Record ``config`` as the directory's."""
+        write_json(self.path / CONFIG, config)
+
+    # how it ended
+
+    def read_record(self) -> RunRecord | None:
+        """The record of how the run ended, None if it has not; :class:`CorruptRecord` saying
+        what is wrong when the file cannot be read as one."""
+        path = self.path / METRICS
+        if not path.is_file():
+            return None
+        try:
+            data = json.loads(path.read_text())
+        except (ValueError, OSError) as exc:
+            raise CorruptRecord(f"{METRICS} unreadable: {type(exc).__name__}: "
+                                f"{first_line(exc)}") from None
+        try:
+            return RunRecord.from_json(data)
+        except ValueError as exc:
+            raise CorruptRecord(f"{METRICS} {exc}") from None
+
+    def completed(self) -> RunRecord | None:
+        """The record of a completed run, or None. An unreadable or incomplete record is
+        reported and ignored: the run resumes from its checkpoint."""
+        try:
+            record = self.read_record()
+        except CorruptRecord as exc:
+            start = CHECKPOINT if self.has_checkpoint() else "the start"
+            print(f"roadmap: {self.path}: {exc}; running again from {start}", file=sys.stderr)
+            return None
+        return record if record is not None and record.status == "completed" else None
+
+    def write_record(self, record: RunRecord) -> None:
+        write_json(self.path / METRICS, record.to_json())
+
+    # epochs
+
+    def start_epochs(self, history: list[dict]) -> None:
+        """Rewrite the epoch log as ``history``: it always agrees with the checkpoint resumed."""
+        (self.path / EPOCHS).write_text("".join(json.dumps(h) + "\n" for h in history))
+
+    def append_epoch(self, record: dict) -> None:
+        with open(self.path / EPOCHS, "a") as f:
+            f.write(json.dumps(record) + "\n")
+
+    def epochs(self) -> list[dict]:
+        """The finished epochs' records ([] when there are none)."""
+        try:
+            lines = (self.path / EPOCHS).read_text().splitlines()
+        except OSError:
+            return []
+        return [json.loads(line) for line in lines if line.strip()]
+
+    def epochs_logged(self) -> int:
+        try:
+            return len((self.path / EPOCHS).read_bytes().splitlines())
+        except OSError:
+            return 0
+
+    # the checkpoint
+
+    def has_checkpoint(self) -> bool:
+        return (self.path / CHECKPOINT).is_file()
+
+    def save_checkpoint(self, state: dict) -> None:
+        """Write then rename, so that a kill leaves the previous checkpoint whole."""
+        atomic_write(self.path / CHECKPOINT, lambda f: torch.save(state, f))
+
+    def read_checkpoint(self) -> dict | None:
+        """The checkpoint (tensors and plain values only) or None; a :class:`RunError` naming
+        the file and the fix if it is truncated, corrupt or holds anything else."""
+        path = self.path / CHECKPOINT
+        if not path.is_file():
+            return None
+        try:
+            checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+            missing = [k for k in CHECKPOINT_KEYS if k not in checkpoint]
+            if missing:
+                raise ValueError(f"no {', '.join(missing)}")
+            json.loads(checkpoint["config"])
+        except Exception as exc:
+            raise RunError(f"{path} is unreadable ({first_line(exc)}); remove it to run this "
+                           f"run again from its start (rm {path})") from None
+        return checkpoint
+
+    # Hydra's files
+
+    def write_hydra(self, cfg: DictConfig, hydra_cfg: DictConfig) -> None:
+        """What Hydra writes into ``.hydra/``: the job's config, Hydra's, and the overrides."""
+        out = self.path / HYDRA
+        out.mkdir(parents=True, exist_ok=True)
+        OmegaConf.save(cfg, out / "config.yaml")
+        OmegaConf.save(OmegaConf.create({"hydra": hydra_cfg}), out / "hydra.yaml")
+        OmegaConf.save(hydra_cfg.overrides.task, out / "overrides.yaml")
+
+    def is_run(self) -> bool:
+        return (self.path / HYDRA / "config.yaml").is_file() or (self.path / METRICS).is_file()
+
+    def identity(self) -> dict:
+        """Step, seed, ladder, preset and variant of the run, from its ``.hydra/`` files."""
+        cfg = OmegaConf.load(self.path / HYDRA / "config.yaml")
+        hydra_cfg = OmegaConf.load(self.path / HYDRA / "hydra.yaml")
+        return {"step": str(cfg.step_name), "seed": int(cfg.seed),
+                "ladder": str(cfg.ladder.name), "preset": str(cfg.preset_name),
+                "variant": variant(hydra_cfg.hydra.overrides.task)}
+
+    def identity_from_name(self) -> dict:
+        """Step, variant and seed from the directory's name, for a run whose ``.hydra/`` files
+        cannot be read ({} when the name is not a run's)."""
+        step, _, name = self.path.parent.name.partition(",")
+        seed = self.path.name[len("seed"):]
+        if not self.path.name.startswith("seed") or not seed.lstrip("-").isdigit():
+            return {}
+        return {"step": step, "variant": name, "seed": int(seed)}
+
+
+def find_run_dirs(sweep_dir: Path) -> list[RunDir]:
+    """The run directories below a sweep folder (those Hydra wrote files for), sorted."""
+    found = []
+    for config in sorted(Path(sweep_dir).rglob(f"{HYDRA}/config.yaml")):
+        run = RunDir(config.parent.parent)
+        if run.path != Path(sweep_dir) or run.is_run():
+            found.append(run)
+    return found
