@@ -68,6 +68,10 @@ def test_a_run_made_before_augment_batches_existed_is_still_its_config(tmp_path)
     stored = json.loads((tmp_path / "config.json").read_text())
     assert "augment_batches" not in stored and "workers" not in stored
     assert train(smoke("epochs=1", "augment_batches=1"), tmp_path) == first
+    # a key removed from the schema, still in configs recorded before: the run is still its own
+    stored["ladder"]["first_step"] = "resnet50"
+    (tmp_path / "config.json").write_text(json.dumps(stored))
+    assert train(smoke("epochs=1"), tmp_path) == first
 
 
 def test_a_sweep_into_the_same_out_with_another_preset_is_refused(tmp_path):
@@ -135,6 +139,17 @@ def test_two_sweeps_on_one_out_share_the_work(tmp_path):
     ("precision=fp8", "precision=fp8 is invalid; valid values: auto, fp32, bf16, fp16"),
     ("scale.width=0", "scale.width=0 is invalid: must be a number > 0"),
     ("lr=-1", "lr=-1 is invalid: must be a number > 0, or null for the recipe's rule"),
+    ("lr=nan", "lr=nan is invalid: must be a number > 0, or null for the recipe's rule"),
+    ("recipe.grad_clip=-1", "recipe.grad_clip=-1 is invalid: must be a number > 0, or null for "
+                            "none"),
+    ("recipe.momentum=5", "recipe.momentum=5 is invalid: must be a number in [0, 1)"),
+    ("recipe.mix_prob=2", "recipe.mix_prob=2 is invalid: must be a number in [0, 1]"),
+    ("recipe.ema_decay=2", "recipe.ema_decay=2 is invalid: must be a number in [0, 1)"),
+    ("recipe.randaugment_magnitude=100",
+     "recipe.randaugment_magnitude=100 is invalid: must be a number in [0, 10]"),
+    ("data.std=[0,0,0]", "data.std=[0,0,0] is invalid: every value must be a number > 0"),
+    ("+foo=1", "foo is not a key of the config; remove it, or see roadmap/schema.py for the "
+               "keys there are"),
 ])
 def test_bad_values_fail_before_work(tmp_path, override, message):
     with pytest.raises(RunError) as info:
@@ -146,11 +161,17 @@ def test_bad_values_fail_before_work(tmp_path, override, message):
     assert train(smoke("epochs=1"), tmp_path)["status"] == "completed"
 
 
-def test_a_bad_value_on_the_command_line_is_one_line(tmp_path):
-    result = cli("step=resnet50", "preset=smoke", "logger=none", "epochs=0",
+@pytest.mark.parametrize("override,message", [
+    ("epochs=0", "epochs=0 is invalid: must be an integer >= 1"),
+    ("seed=abc", "seed=abc is invalid: must be an integer"),  # Hydra's, at compose
+    ("epoch=3", "epoch is not a key of the config; check its spelling (every key: "
+                "roadmap/schema.py)"),
+])
+def test_a_bad_value_on_the_command_line_is_one_line(tmp_path, override, message):
+    result = cli("step=resnet50", "preset=smoke", "logger=none", override,
                  f"hydra.run.dir={tmp_path}")
     assert result.returncode == 2
-    assert result.stderr.strip() == "error: epochs=0 is invalid: must be an integer >= 1"
+    assert result.stderr.strip() == f"error: {message}"
 
 
 def make_folder(root: Path, classes: int = 3, per_class: int = 6) -> None:
