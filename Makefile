@@ -62,14 +62,15 @@ notebook: $(STAMP) ## execute analysis/ladder.py on RESULTS, writing an .ipynb b
 	$(PY) -m roadmap.results.notebooks analysis/ladder.py $(RESULTS) --out $(dir $(RESULTS))ladder.ipynb
 
 protocol: $(STAMP) data ## the cpu protocol grid (24 runs, resumable) + the selection rule -> conf/protocol/cpu*.yaml
-	@exec $(PY) -m roadmap.protocol grid runs/protocol
+	$(PY) -m roadmap.studies.protocol grid runs/protocol
+	$(PY) -m roadmap.studies.protocol select runs/protocol --write
 
 robustness: $(STAMP) data ## the ladder under the selected protocol and 2 alternatives, 3 seeds (resumable) + the view
-	@exec $(PY) -m roadmap.protocol robustness runs/robustness --seeds 0,1,2
+	@exec $(PY) -m roadmap.studies.protocol robustness runs/robustness --seeds 0,1,2
 
 length: $(STAMP) data ## the ends and the recipe step at 10 epochs, 3 seeds (resumable), against the 2-epoch ladder
 	$(PY) -m roadmap.sweep runs/length --seeds 0,1,2 --steps resnet50,recipe,separate_downsampling -- epochs=10
-	$(PY) -m roadmap.results.length runs/robustness/cpu runs/length
+	$(PY) -m roadmap.studies.length runs/robustness/cpu runs/length
 
 bench: $(STAMP) data ## speed of every step vs torchvision and the machine's peak -> BENCHMARKS.md
 	$(PY) -m roadmap.bench preset=cpu name=cpu-32px

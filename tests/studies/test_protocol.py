@@ -12,8 +12,16 @@ import matplotlib
 import pytest
 
 from roadmap.conf import compose
-from roadmap.protocol import GRID, PAPER, Point, grid_sweeps, score_grid, select, write_selection
-from roadmap.results.robustness import (
+from roadmap.studies.protocol import (
+    GRID,
+    PAPER,
+    Point,
+    grid_sweeps,
+    score_grid,
+    select,
+    write_selection,
+)
+from roadmap.studies.robustness import (
     DEPENDENT,
     ROBUST_GAIN,
     ROBUST_LOSS,
@@ -109,7 +117,7 @@ def test_the_selection_is_written_where_the_preset_reads_it(tmp_path):
     step0[(2, "cosine")] = 90.0
     rows = score_grid(grid_runs(step0, recipe), seeds=(0, 1))
     result = {**select(rows), "seeds": "0,1", "commit": "abc1234"}
-    write_selection(rows, result, "python -m roadmap.protocol select X", root=tmp_path)
+    write_selection(rows, result, "python -m roadmap.studies.protocol select X", root=tmp_path)
     cpu = (tmp_path / "conf/protocol/cpu.yaml").read_text()
     assert "padding: 2" in cpu and "step0_schedule: cosine" in cpu and "name: cpu" in cpu
     saved = json.loads((tmp_path / "experiments/protocol.json").read_text())
@@ -195,7 +203,7 @@ def test_labels_of_close_points_never_overlap():
 
 def test_a_smoke_robustness_sweep_end_to_end(tmp_path):
     out = tmp_path / "robustness"
-    command = [sys.executable, "-m", "roadmap.protocol", "robustness", str(out), "--preset",
+    command = [sys.executable, "-m", "roadmap.studies.protocol", "robustness", str(out), "--preset",
                "smoke", "--seeds", "0", "--protocols", "paper,grid",
                "--steps", "resnet50,recipe", "--", "logger=none", "epochs=1"]
     result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=600)
@@ -217,7 +225,7 @@ def test_a_smoke_robustness_sweep_end_to_end(tmp_path):
 def test_the_length_view_gives_each_gap_with_its_interval():
     import pandas as pd
 
-    from roadmap.results.length import rows, to_markdown
+    from roadmap.studies.length import rows, to_markdown
 
     def table(means):
         return pd.DataFrame({"step": ["resnet50", "recipe", "separate_downsampling"],
@@ -232,7 +240,7 @@ def test_the_length_view_gives_each_gap_with_its_interval():
 
 
 def test_a_stopped_sweep_stops_the_robustness_command(tmp_path, monkeypatch):
-    import roadmap.protocol as protocol
+    import roadmap.studies.protocol as protocol
 
     calls = []
 
@@ -250,7 +258,7 @@ def test_a_stopped_sweep_stops_the_robustness_command(tmp_path, monkeypatch):
 def test_a_protocol_without_runs_leaves_every_verdict_unresolved():
     import pandas as pd
 
-    from roadmap.results.robustness import cross_table
+    from roadmap.studies.robustness import cross_table
 
     done = pd.DataFrame({"step": ["resnet50", "recipe"], "index": ["0", "1"],
                          "parent": [None, "resnet50"], "top1_mean": [80.0, 90.0],

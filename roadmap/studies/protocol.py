@@ -1,16 +1,18 @@
 """The cpu protocol: its grid, the selection rule of ``experiments/protocol.md``, the robustness
 sweeps.
 
-    python -m roadmap.protocol grid OUT [--seeds 0,1] [--preset cpu] [-- overrides]
-    python -m roadmap.protocol select OUT [--write]
-    python -m roadmap.protocol robustness OUT [--seeds 0,1,2] [--protocols a,b,c] [-- overrides]
+    python -m roadmap.studies.protocol grid OUT [--seeds 0,1] [--preset cpu] [-- overrides]
+    python -m roadmap.studies.protocol select OUT [--write]
+    python -m roadmap.studies.protocol robustness OUT [--seeds 0,1,2] [--protocols a,b,c]
+                                                      [-- overrides]
 
 ``grid`` runs the 24 grid runs as two resumable sweeps (step 0 over padding x schedule, the
-``recipe`` step over padding x regularisers) and then ``select``. ``select`` reads validation
-top-1 only, applies the rule and (``--write``) writes the selected protocol and the two
-alternatives to ``conf/protocol/``, ``experiments/protocol.json`` and the result section of
+``recipe`` step over padding x regularisers) and prints the selection. ``select`` reads
+validation top-1 only, applies the rule and prints it; with ``--write`` (its documented product,
+what ``make protocol`` does) it writes the selected protocol and the two alternatives to
+``conf/protocol/``, ``experiments/protocol.json`` and the result section of
 ``experiments/protocol.md``. ``robustness`` runs the ladder under each protocol into
-``OUT/<protocol>`` and writes the view across protocols (:mod:`roadmap.results.robustness`).
+``OUT/<protocol>`` and writes the view across protocols (:mod:`roadmap.studies.robustness`).
 """
 
 from __future__ import annotations
@@ -145,8 +147,8 @@ def _point(row: dict) -> Point:
 
 def protocol_yaml(name: str, point: Point, why: str) -> str:
     """A ``conf/protocol/<name>.yaml`` holding ``point``."""
-    return (f"# @package _global_\n# Written by `python -m roadmap.protocol select --write` "
-            f"(experiments/protocol.md): {why}.\nprotocol:\n  name: {name}\n"
+    return (f"# @package _global_\n# Written by `python -m roadmap.studies.protocol select "
+            f"--write` (experiments/protocol.md): {why}.\nprotocol:\n  name: {name}\n"
             f"  padding: ${{data.padding}}\n  step0_schedule: {point.schedule}\n"
             f"  regularisers: {str(point.regularisers).lower()}\n"
             f"data:\n  padding: {point.padding}\n")
@@ -242,7 +244,7 @@ def run_select(out: Path, seeds: Sequence[int], write: bool, root: Path = ROOT) 
     result = select(rows)
     commits = sorted({str(r.get("commit")) for r in runs if r["status"] == "completed"})
     result.update(seeds=",".join(map(str, seeds)), commit=", ".join(commits) or "unknown")
-    command = f"python -m roadmap.protocol select {out} --seeds {result['seeds']}"
+    command = f"python -m roadmap.studies.protocol select {out} --seeds {result['seeds']}"
     print(selection_markdown(rows, result, command))
     if write:
         write_selection(rows, result, command + " --write", root)
@@ -260,7 +262,7 @@ def run_robustness(out: Path, seeds: str, preset: str, protocols: Sequence[str],
     """The ladder under each protocol into ``out/<protocol>`` (resumable), then every table
     and the view across protocols."""
     from roadmap.results.collect import main as collect
-    from roadmap.results.robustness import main as view
+    from roadmap.studies.robustness import main as view
     from roadmap.sweep import sweep_command
 
     own = preset_protocol(preset)
@@ -301,7 +303,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         seed_list = [int(s) for s in seeds.split(",")]
         if args.command == "grid":
             status = run_grid(args.out, seeds, args.preset, extra)
-            run_select(args.out, seed_list, write=args.preset == "cpu" and not extra)
+            run_select(args.out, seed_list, write=False)  # adopting it: select --write
             return status
         if args.command == "select":
             run_select(args.out, seed_list, args.write)

@@ -1,5 +1,5 @@
 """How the ladder's end-to-end gaps move with training length:
-``python -m roadmap.results.length SHORT LONG [--out DIR]``.
+``python -m roadmap.studies.length SHORT LONG [--out DIR]``.
 
 ``SHORT`` and ``LONG`` are sweeps of the same protocol at two lengths (``make length``: the
 selected protocol's 3-seed ladder at 2 epochs and ``resnet50``, ``recipe`` and
@@ -90,7 +90,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     pd.DataFrame(table).to_csv(out / "length.csv", index=False)
     (out / "length.md").write_text(to_markdown(table, made or "no completed run"))
-    print(f"roadmap.results.length -> {out / 'length.md'}")
+    print(f"roadmap.studies.length -> {out / 'length.md'}")
     return 0
 
 

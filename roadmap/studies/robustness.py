@@ -1,4 +1,4 @@
-"""Which conclusions survive a change of protocol: ``python -m roadmap.results.robustness OUT``.
+"""Which conclusions survive a change of protocol: ``python -m roadmap.studies.robustness OUT``.
 
 ``OUT`` holds one ladder sweep per protocol (``make robustness``: ``OUT/<protocol>/``). For each
 step and protocol: the change of test top-1 against the parent step, with its 95% Welch
@@ -230,7 +230,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     counts = cross["verdict"].value_counts()
-    print(f"roadmap.results.robustness: {len(cross)} steps; "
+    print(f"roadmap.studies.robustness: {len(cross)} steps; "
           + ", ".join(f"{v}: {counts.get(v, 0)}" for v in (ROBUST_GAIN, ROBUST_LOSS, DEPENDENT,
                                                            UNRESOLVED))
           + f" -> {(args.dest or args.out) / 'robustness.md'}")
