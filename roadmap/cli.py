@@ -1,5 +1,5 @@
 """Command lines of the non-Hydra entry points (``describe``, ``bench``): ``key=value`` words,
-some the tool's own, the rest Hydra overrides; errors as one line."""
+some the tool's own, the rest Hydra overrides."""
 
 from __future__ import annotations
 
@@ -29,15 +29,3 @@ def positive_int(values: Mapping[str, str], key: str, minimum: int = 1) -> int:
         wanted = "a positive integer" if minimum == 1 else f"an integer >= {minimum}"
         raise ValueError(f"{key}={text} is invalid: must be {wanted}")
     return int(text)
-
-
-def one_line(exc: BaseException) -> str:
-    """An exception (Hydra's are multi-line, with the reason in the cause) as one line."""
-    lines = [ln.strip() for ln in str(exc).splitlines()]
-    if "Config search path:" in lines:
-        lines = lines[:lines.index("Config search path:")]
-    text = " ".join(ln for ln in lines if ln)
-    cause = exc.__cause__
-    if cause is not None and str(cause).strip():
-        text += f" ({str(cause).splitlines()[0].strip()})"
-    return text

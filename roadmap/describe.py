@@ -18,8 +18,9 @@ from collections.abc import Sequence
 import pandas as pd
 import torch
 
-from roadmap.cli import one_line, parse_key_values, positive_int
+from roadmap.cli import parse_key_values, positive_int
 from roadmap.conf import compose, model_config
+from roadmap.errors import first_line
 from roadmap.ladder import GFLOPS_NOTES, ladder_steps
 from roadmap.models import build_model, count_gflops, count_params
 
@@ -109,7 +110,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             convention=own["convention"],
         )
     except Exception as exc:  # one clear line, not a traceback
-        print(f"error: {one_line(exc)}", file=sys.stderr)
+        print(f"error: {first_line(exc, 2000)}", file=sys.stderr)
         return 2
     print(render(records, own["format"]))
     return 0

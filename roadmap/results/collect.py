@@ -21,6 +21,7 @@ from omegaconf import OmegaConf
 from roadmap.errors import first_line
 from roadmap.ladder import LADDERS, ladder_steps
 from roadmap.results.stats import t_interval, welch_interval
+from roadmap.results.text import change, made_by, mean_std
 from roadmap.rundir import CorruptRecord, RunDir, find_run_dirs, variant
 
 OUTPUTS = ("results.csv", "results.md", "runs.csv")
@@ -213,15 +214,13 @@ def to_markdown(table: pd.DataFrame, runs: list[dict], sweep_dir: Path) -> str:
         "#": table["index"], "step": table["step"],
         "variant": table["variant"],
         "seeds": [f"{n}/{e}" for n, e in zip(table["n"], table["n_expected"], strict=True)],
-        "val top-1 %": [_fmt(m, "{:.2f}") + (_fmt(s, " ± {:.2f}") if n > 1 else "")
-                        for m, s, n in zip(table["val_top1_mean"], table["val_top1_std"],
-                                           table["n"], strict=True)],
-        "top-1 %": [_fmt(m, "{:.2f}") + (_fmt(s, " ± {:.2f}") if n > 1 else "")
-                    for m, s, n in zip(table["top1_mean"], table["top1_std"], table["n"],
-                                       strict=True)],
+        "val top-1 %": [mean_std(m, s, n) for m, s, n in zip(
+            table["val_top1_mean"], table["val_top1_std"], table["n"], strict=True)],
+        "top-1 %": [mean_std(m, s, n) for m, s, n in zip(
+            table["top1_mean"], table["top1_std"], table["n"], strict=True)],
         "95% CI": [_fmt(c, "± {:.2f}") for c in table["top1_ci95"]],
-        "vs parent": [_fmt(d, "{:+.2f}") + _fmt(c, " ± {:.2f}")
-                      for d, c in zip(table["delta_top1"], table["delta_ci95"], strict=True)],
+        "vs parent": [change(d, c) for d, c in zip(table["delta_top1"], table["delta_ci95"],
+                                                   strict=True)],
         "params": [_fmt(p, "{:,.0f}") for p in table["params"]],
         "GFLOPs": [_fmt(g, "{:.4f}") for g in table["gflops"]],
         "train img/s": [_fmt(t, "{:.0f}") for t in table["train_images_per_s"]],
@@ -232,10 +231,7 @@ def to_markdown(table: pd.DataFrame, runs: list[dict], sweep_dir: Path) -> str:
     })
     if not any(table["variant"]):
         show = show.drop(columns="variant")
-    made = sorted({f"commit {r.get('commit') or 'unknown'}, torch {r.get('torch')}"
-                   for r in runs if r["status"] == "completed"})
-    lines = [f"# Results: {sweep_dir}", "",
-             f"Made by {'; '.join(made) or 'no completed run'}.", "",
+    lines = [f"# Results: {sweep_dir}", "", f"Made by {made_by(runs)}.", "",
              "Validation top-1 (held out of the training set; what choices are made on) and "
              "test top-1 (reported only), mean ± std over seeds; the test top-1's 95% CI of "
              "the mean (t) and change against the parent step (the adopted step it builds on) "

@@ -20,6 +20,7 @@ import pandas as pd
 
 from roadmap.results.collect import expected_runs, find_runs, summarise
 from roadmap.results.stats import welch_interval
+from roadmap.results.text import change, made_by, mean_std
 
 STEPS = ("resnet50", "recipe", "separate_downsampling")
 GAPS = (("recipe", "resnet50"), ("separate_downsampling", "recipe"),
@@ -62,8 +63,9 @@ def to_markdown(table: list[dict], made: str) -> str:
              "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in table:
         cells = [r["length"]]
-        cells += [f"{r[f'{s}.mean']:.2f} ± {r[f'{s}.std']:.2f} ({r[f'{s}.n']})" for s in STEPS]
-        cells += [f"{r[f'{a}-{b}']:+.2f} ± {r[f'{a}-{b}.ci95']:.2f}" for a, b in GAPS]
+        cells += [f"{mean_std(r[f'{s}.mean'], r[f'{s}.std'], r[f'{s}.n'])} ({r[f'{s}.n']})"
+                  for s in STEPS]
+        cells += [change(r[f"{a}-{b}"], r[f"{a}-{b}.ci95"]) for a, b in GAPS]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
@@ -83,13 +85,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except FileNotFoundError as exc:
         print(f"error: {exc}; run `make length`", file=sys.stderr)
         return 2
-    made = "; ".join(sorted({f"commit {r.get('commit') or 'unknown'}, torch {r.get('torch')}"
-                             for r in runs if r["status"] == "completed"}))
+    made = made_by(runs)
     table = rows(tables)
     out = args.out or args.long
     out.mkdir(parents=True, exist_ok=True)
     pd.DataFrame(table).to_csv(out / "length.csv", index=False)
-    (out / "length.md").write_text(to_markdown(table, made or "no completed run"))
+    (out / "length.md").write_text(to_markdown(table, made))
     print(f"roadmap.studies.length -> {out / 'length.md'}")
     return 0
 

@@ -18,6 +18,7 @@ from pathlib import Path
 import pandas as pd
 
 from roadmap.results.collect import expected_runs, find_runs, summarise
+from roadmap.results.text import change, made_by, mean_std
 
 ROBUST_GAIN, ROBUST_LOSS = "robust gain", "robust loss"
 DEPENDENT, UNRESOLVED = "protocol-dependent", "unresolved"
@@ -117,18 +118,6 @@ def cross_table(tables: dict[str, pd.DataFrame]) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def _cell(mean, std, n) -> str:
-    if mean is None or pd.isna(mean):
-        return ""
-    return f"{mean:.2f}" + (f" ± {std:.2f}" if n and n > 1 and not pd.isna(std) else "")
-
-
-def _change(delta, half) -> str:
-    if delta is None or pd.isna(delta):
-        return ""
-    return f"{delta:+.2f}" + ("" if pd.isna(half) else f" ± {half:.2f}")
-
-
 def to_markdown(cross: pd.DataFrame, names: list[str], made: str) -> str:
     """The view: per step and protocol, top-1 and its change; the verdicts; a summary."""
     head = ["#", "step"] + [f"{n}: top-1" for n in names] + [f"{n}: vs parent" for n in names]
@@ -136,9 +125,9 @@ def to_markdown(cross: pd.DataFrame, names: list[str], made: str) -> str:
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in cross.to_dict("records"):
         cells = [str(r["index"]), r["step"]]
-        cells += [_cell(r[f"{n}.top1_mean"], r[f"{n}.top1_std"], r[f"{n}.n"]) for n in names]
-        cells += [_change(r[f"{n}.delta"], r[f"{n}.delta_ci95"]) for n in names]
-        cells += [r["verdict"], _change(r["paper_delta"], math.nan), r["paper_agreement"]]
+        cells += [mean_std(r[f"{n}.top1_mean"], r[f"{n}.top1_std"], r[f"{n}.n"]) for n in names]
+        cells += [change(r[f"{n}.delta"], r[f"{n}.delta_ci95"]) for n in names]
+        cells += [r["verdict"], change(r["paper_delta"], math.nan), r["paper_agreement"]]
         lines.append("| " + " | ".join(cells) + " |")
     counts = cross["verdict"][cross["verdict"] != ""].value_counts()
     summary = ", ".join(f"{counts.get(v, 0)} {v}" for v in (ROBUST_GAIN, ROBUST_LOSS,
@@ -204,8 +193,7 @@ def write(out: Path, dest: Path | None = None,
     first = next(t for t in tables.values() if not t.empty)
     cross.insert(cross.columns.get_loc("paper_delta"), "paper_top1", list(first["paper_top1"]))
     runs = [r for sweep in _sweeps(out, order) for r in find_runs(sweep)]
-    made = "; ".join(sorted({f"commit {r.get('commit') or 'unknown'}, torch {r.get('torch')}"
-                             for r in runs if r["status"] == "completed"})) or "no completed run"
+    made = made_by(runs)
     dest = dest or out
     dest.mkdir(parents=True, exist_ok=True)
     cross.to_csv(dest / "robustness.csv", index=False)
