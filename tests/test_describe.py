@@ -56,7 +56,7 @@ def test_resnet200_ladder(capsys):
     (["format=xml"], "format=xml is invalid; valid values: table, markdown, json"),
     (["steps=nope"], "steps=nope not on ladder=resnet50"),
     (["ladder=resnet101"], "ladder=resnet101 is unknown; valid values: resnet50, resnet200"),
-    (["model.kernal_size=3"], "Key 'kernal_size' not in 'ModelConfig'"),
+    (["model.kernal_size=3"], "model.kernal_size is not a key of the config"),
     (["model.kernel_size=4"], "model.kernel_size=4 is invalid: must be odd"),
     (["image_size=big"], "image_size=big is invalid"),
     (["verbose"], "is not key=value"),
