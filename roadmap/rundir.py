@@ -351,6 +351,20 @@ class RunDir:
         except OSError:
             return 0
 
+    def started_after(self, when: float) -> bool:
+        """Whether a run took the directory's lock at or after ``when`` (a timestamp)."""
+        return self._written_after(LOCK, when)
+
+    def ended_after(self, when: float) -> bool:
+        """Whether a run recorded how it ended at or after ``when`` (a timestamp)."""
+        return self._written_after(METRICS, when)
+
+    def _written_after(self, name: str, when: float) -> bool:
+        try:
+            return (self.path / name).stat().st_mtime >= when
+        except OSError:
+            return False
+
     # the checkpoint
 
     def has_checkpoint(self) -> bool:

@@ -7,7 +7,10 @@ tables (``roadmap.results.collect``).
 The sweep runs in its own process group and dies with this process; this process dies with its
 parent (Linux's parent-death signal), so killing ``make`` alone, or this process, stops every
 run of the sweep (each resumes from its checkpoint when rerun) and never leaves one running
-orphaned. Whenever the sweep ends, however it ends, the tables are written for what finished.
+orphaned. While it runs, one line per run says where it is (:class:`Watch`: run i of N, the
+step, an estimate of the time left), whether or not stderr is a terminal. Whenever the sweep
+ends, however it ends, the tables are written for what finished; then the ladder table is
+printed and its figures are written beside it.
 """
 
 from __future__ import annotations
@@ -18,9 +21,15 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from collections.abc import Sequence
+from pathlib import Path
+
+import pandas as pd
 
 from roadmap.ladder import step_names
+from roadmap.results.collect import expected_runs
+from roadmap.rundir import CorruptRecord, RunDir
 
 PR_SET_PDEATHSIG = 1
 
@@ -43,8 +52,83 @@ def sweep_command(out: str, preset: str, seeds: str, ladder: str,
             f"ladder={ladder}", f"hydra.sweep.dir={out}", *overrides]
 
 
-def run_sweep(command: list[str]) -> int:
-    """Run the sweep as a process group; a SIGTERM, SIGINT or SIGHUP here stops the group."""
+def _minutes(seconds: float) -> str:
+    return f"{seconds / 60:.1f} min"
+
+
+class Watch:
+    """Where a sweep is, read from its run directories: a line when a run starts or ends (run
+    i of N, the step and seed, how it ended, the time left at the pace of this sweep's runs)."""
+
+    def __init__(self, out: Path) -> None:
+        self.out, self.started = Path(out), time.time()
+        self.seen: dict[tuple, str] = {}
+        self.jobs: list[tuple[str, str, int]] | None = None
+
+    def _state(self, run: RunDir) -> str:
+        try:
+            record = run.read_record()
+        except CorruptRecord:
+            return "corrupt"
+        if record is not None:
+            return record.status
+        return "running" if run.started_after(self.started) else "waiting"
+
+    def poll(self) -> list[str]:
+        """The lines for what changed since the last poll."""
+        if self.jobs is None:
+            self.jobs = expected_runs(self.out)
+            if self.jobs is None:  # Hydra has not written multirun.yaml yet
+                return []
+        first, lines = not self.seen, []
+        for step, name, seed in self.jobs:
+            run = RunDir(self._path(step, name, seed))
+            state, key = self._state(run), (step, name, seed)
+            if state == self.seen.get(key) or state == "waiting":
+                continue
+            self.seen[key] = state
+            if state != "running" and not run.ended_after(self.started):
+                continue  # finished before this sweep began: counted, not announced
+            lines.append(self._line(step, name, seed, state, run))
+        done = sum(s == "completed" for s in self.seen.values())
+        if first and done and not lines:
+            rest = "nothing to run" if done == len(self.jobs) else "running the rest"
+            lines.append(f"roadmap.sweep: {done} of {len(self.jobs)} runs already completed; "
+                         f"{rest}")
+        return lines
+
+    def _line(self, step: str, name: str, seed: int, state: str, run: RunDir) -> str:
+        total = len(self.jobs)
+        ended = [k for k, s in self.seen.items() if s != "running"]
+        label = f"{step}{' (' + name + ')' if name else ''} seed {seed}"
+        if state == "running":
+            return f"roadmap.sweep: [{len(ended) + 1}/{total}] {label}: running"
+        record = run.read_record() if state != "corrupt" else None
+        result = f", top-1 {record.top1:.2f}" if record is not None and record.top1 else ""
+        here = [k for k in ended if RunDir(self._path(*k)).ended_after(self.started)]
+        elapsed = time.time() - self.started
+        left = elapsed / max(len(here), 1) * (total - len(ended))
+        return (f"roadmap.sweep: [{len(ended)}/{total}] {label}: {state}{result}; "
+                f"{_minutes(elapsed)} so far, about {_minutes(left)} left")
+
+    def _path(self, step: str, name: str, seed: int) -> Path:
+        return self.out / f"{step}{',' + name if name else ''}" / f"seed{seed}"
+
+
+def watch(out: Path, proc: subprocess.Popen, every: float = 1.0) -> None:
+    """Print the sweep's progress lines until ``proc`` ends."""
+    progress = Watch(out)
+    while proc.poll() is None:
+        for line in progress.poll():
+            print(line, file=sys.stderr, flush=True)
+        time.sleep(every)
+    for line in progress.poll():
+        print(line, file=sys.stderr, flush=True)
+
+
+def run_sweep(command: list[str], out: Path | None = None) -> int:
+    """Run the sweep as a process group (its progress watched in ``out`` when given); a
+    SIGTERM, SIGINT or SIGHUP here stops the group."""
     proc = subprocess.Popen(command, start_new_session=True, preexec_fn=die_with_parent)
     stopped = []
 
@@ -57,6 +141,8 @@ def run_sweep(command: list[str]) -> int:
 
     for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
         signal.signal(sig, stop)
+    if out is not None:
+        watch(out, proc)
     code = proc.wait()
     if stopped:
         print(f"roadmap.sweep: stopped by signal {stopped[0]}; rerun the same command to "
@@ -81,16 +167,48 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ValueError as exc:  # an unknown ladder
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    status = run_sweep(command)
+    status = run_sweep(command, Path(args.out))
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the tables are written, even on a 2nd Ctrl-C
-    from roadmap.results.collect import main as collect
-
-    if collect([args.out]) != 0:
+    if report(Path(args.out)) != 0:
         status = status or 1
     if status:
         print(f"make roadmap: some runs failed or were stopped; see {args.out}/results.md",
               file=sys.stderr)
     return status
+
+
+def report(out: Path) -> int:
+    """The sweep's tables (:mod:`roadmap.results.collect`), the ladder table printed, and its
+    figures beside it (:mod:`roadmap.results.plots`)."""
+    from roadmap.results.collect import main as collect
+    from roadmap.results.plots import main as plots
+
+    code = collect([str(out)])
+    if code != 0:
+        return code
+    print(ladder_table(pd.read_csv(out / "results.csv", keep_default_na=False,
+                                   na_values=[""])))
+    return plots([str(out / "results.csv")])
+
+
+def ladder_table(table: pd.DataFrame) -> str:
+    """The ladder as the terminal shows it at the end of a sweep: each step's test top-1, its
+    change against its parent, the paper's top-1, its status."""
+    from roadmap.results.text import change, mean_std
+
+    if table.empty:
+        return "(no runs)"
+    steps = [f"{i} {s}" for i, s in zip(table["index"], table["step"], strict=True)]
+    shown = pd.DataFrame({
+        "step": [s.ljust(max(map(len, steps))) for s in steps],
+        "seeds": [f"{n}/{e}" for n, e in zip(table["n"], table["n_expected"], strict=True)],
+        "top-1 %": [mean_std(m, s, n) for m, s, n in zip(
+            table["top1_mean"], table["top1_std"], table["n"], strict=True)],
+        "vs parent": [change(d, c) for d, c in zip(table["delta_top1"], table["delta_ci95"],
+                                                   strict=True)],
+        "paper": [f"{p:.2f}" if p == p else "" for p in table["paper_top1"]],
+        "status": table["status"]})
+    return shown.to_string(index=False)
 
 
 if __name__ == "__main__":

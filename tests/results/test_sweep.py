@@ -14,7 +14,7 @@ import pytest
 from roadmap.ladder import step_names
 from roadmap.results.collect import collect
 from roadmap.results.notebooks import execute
-from roadmap.results.plots import render
+from roadmap.results.plots import FIGURES
 from roadmap.results.stats import t_interval, welch_interval
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -29,13 +29,18 @@ def sweep(out: Path, *args: str, timeout: int = 600) -> subprocess.CompletedProc
 
 def test_make_roadmap_smoke_sweep_table_plots_and_notebook(tmp_path):
     out = tmp_path / "sweep"
+    small = "data.test_size=100,data.train_size=300,epochs=1"  # every step, little data
     result = subprocess.run(["make", "roadmap", "PRESET=smoke", f"OUT={out}",
-                             "ARGS=logger=none epochs=1"], cwd=ROOT, capture_output=True,
-                            text=True, timeout=900)
+                             f"ARGS=logger=none {small.replace(',', ' ')}"], cwd=ROOT,
+                            capture_output=True, text=True, timeout=900)
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
     names = step_names("resnet50")
+    # where it is, one line per run (stderr is not a terminal here), and the ladder at the end
+    assert f"roadmap.sweep: [{len(names)}/{len(names)}] separate_downsampling" in result.stderr
+    assert "left" in result.stderr and "0 resnet50" in result.stdout
+    assert all((out / f"{name}.png").stat().st_size > 10_000 for name in FIGURES)
     assert sorted(p.parent.parent.name for p in out.glob("*/seed0/metrics.json")) == sorted(
-        f"{n},epochs=1" for n in names)
+        f"{n},{small}" for n in names)
     table = collect(out)
     assert list(table["step"]) == names  # every step, in ladder order, kernel branches included
     assert (table["status"] == "ok").all() and (table["n"] == 1).all()
@@ -46,8 +51,6 @@ def test_make_roadmap_smoke_sweep_table_plots_and_notebook(tmp_path):
     kernel_7 = table[table["step"] == "kernel_7"].iloc[0]
     assert gelu["delta_top1"] == pytest.approx(gelu["top1_mean"] - kernel_7["top1_mean"])
     assert (out / "results.md").read_text().count("| ok") == len(names)
-    pngs = render(out / "results.csv", tmp_path / "png")
-    assert all(p.stat().st_size > 10_000 for p in pngs)
     nb = execute(ROOT / "analysis" / "ladder.py", out / "results.csv")
     assert any(o.get("output_type") == "display_data" for c in nb.cells
                for o in c.get("outputs", []))
