@@ -6,6 +6,7 @@ This is the only place (with the entry points) that imports Hydra; model code ta
 
 from __future__ import annotations
 
+import contextlib
 import re
 from collections.abc import Sequence
 from pathlib import Path
@@ -13,6 +14,7 @@ from pathlib import Path
 from hydra import compose as hydra_compose
 from hydra import initialize_config_dir
 from hydra.core.config_store import ConfigStore
+from hydra.core.global_hydra import GlobalHydra
 from hydra.errors import HydraException
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
@@ -30,8 +32,11 @@ def register_configs() -> None:
     """Register the schema (:mod:`roadmap.schema`: every value typed at compose, a misspelt key
     fails there) and the resolvers that name run directories
     (:func:`roadmap.rundir.run_subdir`) and pick a value by a flag (:func:`when`, for the
-    protocol's switches). Called by the entry points and :func:`compose`, never at import."""
+    protocol's switches). Called by the entry points and :func:`compose`, never at import;
+    once per process."""
     store = ConfigStore.instance()
+    if "schema.yaml" in store.repo:
+        return
     store.store(name="schema", node=TrainConfig)
     store.store(group="model", name="base", node=ModelConfig)
     for name, node in DATA_SCHEMAS.items():
@@ -63,12 +68,29 @@ def compose(overrides: Sequence[str] = ()) -> DictConfig:
     :class:`RunError`."""
     register_configs()
     try:
-        with initialize_config_dir(config_dir=str(conf_dir()), version_base="1.3"):
+        with _hydra():
             cfg = hydra_compose(config_name="config", overrides=list(overrides))
     except HydraException as exc:
         raise RunError(composition_error(str(exc), exc.__cause__)) from None
     settings(cfg)
     return cfg
+
+
+_INITIALIZED: list = []
+"""The Hydra this module initialised on ``conf/`` (kept: making one costs more than composing)."""
+
+
+def _hydra() -> contextlib.AbstractContextManager:
+    """A context to compose in: Hydra initialised on ``conf/`` once per process and kept, unless
+    another Hydra (an app's) is current, which is then left as it is."""
+    current = GlobalHydra.instance()
+    if _INITIALIZED and current.is_initialized() and current.hydra is _INITIALIZED[0]:
+        return contextlib.nullcontext()
+    if current.is_initialized():
+        return initialize_config_dir(config_dir=str(conf_dir()), version_base="1.3")
+    initialize_config_dir(config_dir=str(conf_dir()), version_base="1.3")  # stays current
+    _INITIALIZED[:] = [current.hydra]
+    return contextlib.nullcontext()
 
 
 TYPE_RULES = {"Integer": "must be an integer", "int": "must be an integer",

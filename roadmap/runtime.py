@@ -83,9 +83,8 @@ def autocast_factory(dtype: torch.dtype | None, device: torch.device) -> Callabl
 
 
 def resolve_channels_last(value: str | bool, device: torch.device) -> bool:
-    """``auto``: channels-last on CPU and CUDA. On a 2-core CPU (``python -m roadmap.bench
-    channels_last=false`` against ``=true``, README) the steps train 1.2-2.8x faster in it,
-    the BatchNorm depthwise steps most."""
+    """``auto``: channels-last on CPU and CUDA, where the steps train faster in it
+    (``python -m roadmap.bench channels_last=false`` against ``=true``: docs/benchmarks.md)."""
     if value == "auto":
         return device.type in ("cpu", "cuda")
     return bool(value)

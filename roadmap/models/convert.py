@@ -12,7 +12,6 @@ import re
 from collections.abc import Iterator
 
 import torch
-import torchvision
 from torch import nn
 
 from roadmap.models.config import ModelConfig, convnext_config, resnet_config
@@ -113,6 +112,8 @@ def convnext_to_torchvision(sd: StateDict) -> StateDict:
 
 def from_torchvision(model: nn.Module) -> RoadmapNet:
     """A :class:`RoadmapNet` with the weights and outputs of a torchvision ResNet or ConvNeXt."""
+    import torchvision
+
     sd = model.state_dict()
     if isinstance(model, torchvision.models.ResNet):
         if not isinstance(model.layer1[0], torchvision.models.resnet.Bottleneck):
@@ -143,6 +144,8 @@ def from_torchvision(model: nn.Module) -> RoadmapNet:
 
 def to_torchvision(net: RoadmapNet) -> nn.Module:
     """The torchvision ResNet or ConvNeXt equal to ``net`` (whose flags must be one of those)."""
+    import torchvision
+
     cfg = net.cfg
     if _same_arch(cfg, resnet_config(depths=cfg.depths)) and len(cfg.depths) == 4:
         model = torchvision.models.ResNet(torchvision.models.resnet.Bottleneck, list(cfg.depths),

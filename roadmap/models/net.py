@@ -22,7 +22,6 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torchvision.ops import StochasticDepth
 
 from roadmap.models.config import ModelConfig
 
@@ -142,6 +141,16 @@ def drop_path_rates(depths: tuple[int, ...] | list[int], rate: float) -> list[fl
     return [rate * i / max(total - 1, 1) for i in range(total)]
 
 
+def stochastic_depth(rate: float) -> nn.Module:
+    """torchvision's per-sample stochastic depth (imported when a block has some: importing
+    torchvision costs a process start about 1.7 s), or nothing."""
+    if rate <= 0:
+        return nn.Identity()
+    from torchvision.ops import StochasticDepth
+
+    return StochasticDepth(rate, "row")
+
+
 class Block(nn.Module):
     """One residual block; see the module docstring for its layer order."""
 
@@ -170,7 +179,7 @@ class Block(nn.Module):
             self.layer_scale = nn.Parameter(torch.full((cout, 1, 1), float(cfg.layer_scale_init)))
         else:
             self.layer_scale = None
-        self.drop_path = StochasticDepth(drop_path, "row") if drop_path > 0 else nn.Identity()
+        self.drop_path = stochastic_depth(drop_path)
         if stride != 1 or cin != cout:
             self.shortcut = nn.Sequential()
             self.shortcut.add_module("conv", conv(cfg, cin, cout, 1, stride))

@@ -14,7 +14,6 @@ import math
 
 import torch
 import torch.nn.functional as F
-from torchvision.ops import roi_align
 
 from roadmap.schema import DataConfig, RecipeConfig
 from roadmap.train.randaugment import BatchRandAugment, random_erasing
@@ -54,6 +53,8 @@ def random_resized_crop(x: torch.Tensor, size: int, scale=(0.08, 1.0),
     y0 = torch.rand(n, device=x.device) * (h - ch)
     boxes = torch.stack([torch.arange(n, device=x.device, dtype=x.dtype), x0, y0, x0 + cw,
                          y0 + ch], dim=1)
+    from torchvision.ops import roi_align
+
     return roi_align(x, boxes.to(x.dtype), (size, size), spatial_scale=1.0, sampling_ratio=2,
                      aligned=True)
 
