@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import re
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 from hydra import compose as hydra_compose
@@ -62,35 +62,41 @@ def conf_dir() -> Path:
     return CONF_DIR
 
 
-def compose(overrides: Sequence[str] = ()) -> DictConfig:
-    """Compose ``conf/config.yaml`` with Hydra overrides (``["step=gelu", ...]``) and check it
-    (:func:`settings`); a value of the wrong type or an unknown key is a one-line
-    :class:`RunError`."""
+def compose(overrides: Sequence[str] = (), check: bool = True) -> DictConfig:
+    """Compose ``conf/config.yaml`` with Hydra overrides (``["step=gelu", ...]``) and, unless
+    ``check`` is false, check it (:func:`settings`); a value of the wrong type or an unknown key
+    is a one-line :class:`RunError` either way."""
     register_configs()
     try:
         with _hydra():
             cfg = hydra_compose(config_name="config", overrides=list(overrides))
     except HydraException as exc:
         raise RunError(composition_error(str(exc), exc.__cause__)) from None
-    settings(cfg)
+    if check:
+        settings(cfg)
     return cfg
 
 
-_INITIALIZED: list = []
-"""The Hydra this module initialised on ``conf/`` (kept: making one costs more than composing)."""
+_OURS: list = []
+"""The Hydra initialised on ``conf/``, made once per process: making one costs more than
+composing with it."""
 
 
-def _hydra() -> contextlib.AbstractContextManager:
-    """A context to compose in: Hydra initialised on ``conf/`` once per process and kept, unless
-    another Hydra (an app's) is current, which is then left as it is."""
+@contextlib.contextmanager
+def _hydra() -> Iterator[None]:
+    """Hydra initialised on ``conf/`` made current while composing; whatever was current before
+    (an app's Hydra, or none) is put back after."""
     current = GlobalHydra.instance()
-    if _INITIALIZED and current.is_initialized() and current.hydra is _INITIALIZED[0]:
-        return contextlib.nullcontext()
-    if current.is_initialized():
-        return initialize_config_dir(config_dir=str(conf_dir()), version_base="1.3")
-    initialize_config_dir(config_dir=str(conf_dir()), version_base="1.3")  # stays current
-    _INITIALIZED[:] = [current.hydra]
-    return contextlib.nullcontext()
+    before = current.hydra
+    if not _OURS:
+        current.clear()
+        initialize_config_dir(config_dir=str(conf_dir()), version_base="1.3")  # makes it current
+        _OURS.append(current.hydra)
+    current.hydra = _OURS[0]
+    try:
+        yield
+    finally:
+        current.hydra = before
 
 
 TYPE_RULES = {"Integer": "must be an integer", "int": "must be an integer",

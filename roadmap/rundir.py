@@ -43,6 +43,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from roadmap.errors import RunError, first_line
+from roadmap.schema import is_number
 
 LOCK, CONFIG, METRICS, EPOCHS, CHECKPOINT, HYDRA = (".lock", "config.json", "metrics.json",
                                                      "epochs.jsonl", "last.pt", ".hydra")
@@ -163,10 +164,6 @@ REQUIRED = ("top1", "params", "gflops")
 """Numbers a completed run always records."""
 
 
-def _is_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
-
-
 @dataclass
 class RunRecord:
     """How a run ended: its identity (:data:`IDENTITY`), a status of :data:`STATUSES`, the error
@@ -181,7 +178,7 @@ class RunRecord:
     def __post_init__(self) -> None:
         if self.status not in STATUSES:
             raise ValueError(f"status {self.status!r}")
-        missing = [k for k in REQUIRED if not _is_number(self.metrics.get(k))]
+        missing = [k for k in REQUIRED if not is_number(self.metrics.get(k))]
         if self.status == "completed" and missing:
             raise ValueError(f"says completed but lacks {', '.join(missing)}")
 

@@ -49,7 +49,8 @@ def _is_int(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
-def _is_number(value: Any) -> bool:
+def is_number(value: Any) -> bool:
+    """A finite int or float (not a bool)."""
     return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
@@ -77,7 +78,7 @@ class Checked:
         value = getattr(self, key)
         if value is None and null is not None:
             return
-        ok = _is_number(value) and (value > low if open_low else value >= low) and (
+        ok = is_number(value) and (value > low if open_low else value >= low) and (
             high is None or (value < high if open_high else value <= high))
         if not ok:
             if high is None:
@@ -197,7 +198,7 @@ class RecipeConfig(Checked):
         self.number("label_smoothing", 0, 1)
         self.number("grad_clip", 0, open_low=True, null="for none")
         self.number("ema_decay", 0, 1)
-        if len(self.betas) != 2 or not all(_is_number(b) and 0 <= b < 1 for b in self.betas):
+        if len(self.betas) != 2 or not all(is_number(b) and 0 <= b < 1 for b in self.betas):
             raise self._bad("betas", "must be two numbers in [0, 1)")
         if not all(_is_int(m) and m >= 0 for m in self.milestones):
             raise self._bad("milestones", "must be a list of epochs (integers >= 0)")
@@ -235,7 +236,7 @@ class DataConfig(Checked):
         for key in ("mean", "std"):
             if len(getattr(self, key)) != self.in_chans:
                 raise self._bad(key, f"must have one value per channel ({self.in_chans})")
-        if not all(_is_number(s) and s > 0 for s in self.std):
+        if not all(is_number(s) and s > 0 for s in self.std):
             raise self._bad("std", "every value must be a number > 0")
 
 

@@ -15,7 +15,6 @@ The commit that rewrites ``training.json`` says why the numbers moved and by how
 from __future__ import annotations
 
 import json
-import platform
 import sys
 import tempfile
 from pathlib import Path
@@ -24,6 +23,7 @@ import torch
 
 from roadmap.describe import describe
 from roadmap.ladder import LADDERS
+from roadmap.runtime import cpu_model
 
 FOLDER = Path(__file__).parent / "snapshots"
 COMPLEXITY = FOLDER / "complexity.json"
@@ -45,15 +45,8 @@ def measure_complexity(ladder: str) -> dict[str, dict]:
 def machine() -> str:
     """The machine type a training snapshot holds for: CPU model, the vector ISA torch uses,
     torch's version."""
-    model = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return f"{model} | {torch.backends.cpu.get_cpu_capability()} | torch {torch.__version__}"
+    return (f"{cpu_model()} | {torch.backends.cpu.get_cpu_capability()} | "
+            f"torch {torch.__version__}")
 
 
 def training_run(step: str, folder: Path) -> dict:

@@ -32,11 +32,15 @@ def test_every_step_file_is_on_a_ladder_and_back():
 def test_step_composes_builds_and_trains(ladder, name):
     # stochastic depth off: with a batch this small it may drop every row of a block, leaving it
     # without gradient by chance; 3 images, because BatchNorm over 2 values at 1x1 (the last
-    # stage at 32x32) has an exactly zero input gradient
-    overrides = ["model.num_classes=10", "model.in_chans=3", "model.drop_path_rate=0"]
+    # stage at 32x32) has an exactly zero input gradient. Every block of the step at its full
+    # depth, a quarter of its width (the full-size networks' layers: tests/models/, describe)
+    overrides = ["model.num_classes=10", "model.in_chans=3", "model.drop_path_rate=0",
+                 "scale.width=0.25", "scale.depth=1"]
     cfg = compose([f"ladder={ladder}", f"step={name}", *overrides])
     assert cfg.step_name == name
-    model = build_model(model_config(cfg)).train()
+    mcfg = model_config(cfg, scaled=True)
+    assert mcfg.depths == model_config(cfg).depths
+    model = build_model(mcfg).train()
     x = torch.randn(3, 3, 32, 32)
     out = model(x)
     assert out.shape == (3, 10) and torch.isfinite(out).all()

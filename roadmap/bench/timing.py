@@ -13,7 +13,6 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
 import torchvision
@@ -28,6 +27,7 @@ from roadmap.results.stats import ratio_interval
 from roadmap.runtime import (
     autocast_factory,
     code_version,
+    cpu_model,
     memory_format,
     resolve_channels_last,
     resolve_device,
@@ -38,15 +38,7 @@ from roadmap.train.optim import can_fuse
 
 
 def machine() -> dict:
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    info = {"cpu": cpu, "threads": torch.get_num_threads(), "torch": torch.__version__,
+    info = {"cpu": cpu_model(), "threads": torch.get_num_threads(), "torch": torch.__version__,
             "torchvision": torchvision.__version__, "python": platform.python_version()}
     if torch.cuda.is_available():
         info["gpu"] = torch.cuda.get_device_name()

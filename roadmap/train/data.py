@@ -18,10 +18,10 @@ from abc import ABC, abstractmethod
 from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import torch
-from torch.utils.data import DataLoader, Subset
+from torch.utils.data import DataLoader, Dataset, Subset
 
 from roadmap.errors import first_line
 from roadmap.train.augment import BatchAugment
@@ -152,10 +152,10 @@ class FolderDataset(DataSet):
     """An ImageNet-style folder: torchvision ``ImageFolder`` for train and val, decoding images
     to PIL (the loaders add the transforms)."""
 
-    train: Any
-    test: Any
+    train: Dataset
+    test: Dataset
     num_classes: int
-    val: Any = None
+    val: Dataset | None = None
     """Carved from ``train/`` when ``data.val_size`` > 0 (decoded like the test set)."""
 
     @property

@@ -26,6 +26,7 @@ from roadmap.train.augment import (
 )
 
 if TYPE_CHECKING:
+    from roadmap.schema import FolderDataConfig, RecipeConfig
     from roadmap.train.data import FolderDataset, MemoryDataset
 
 
@@ -147,7 +148,11 @@ class Transformed(Dataset):
 
 
 class FolderTrainLoader:
-    def __init__(self, dataset: FolderDataset, batch_size: int, data, recipe, num_classes: int,
+    """Training batches of an image folder, decoded and augmented image by image in ``workers``
+    processes, this process's share; Mixup/CutMix on the batch."""
+
+    def __init__(self, dataset: FolderDataset, batch_size: int, data: FolderDataConfig,
+                 recipe: RecipeConfig, num_classes: int,
                  device: torch.device, workers: int, rank: int = 0, world: int = 1) -> None:
         train = Transformed(dataset.train, folder_train_transform(data, recipe))
         # shuffled by (seed, epoch) alike on every process, each taking its slice
@@ -181,8 +186,8 @@ class FolderTrainLoader:
             yield self.mix(x, y) if self.mix is not None else (x, y)
 
 
-def folder_eval_loader(images, batch_size: int, data, recipe, workers: int, rank: int,
-                       world: int) -> DataLoader:
+def folder_eval_loader(images: Dataset, batch_size: int, data: FolderDataConfig,
+                       recipe: RecipeConfig, workers: int, rank: int, world: int) -> DataLoader:
     """Batches of a held-out image set (test, or the validation subset of train/)."""
     test = Transformed(images, folder_eval_transform(data, recipe))
     return DataLoader(test, batch_size=batch_size, sampler=ShardSampler(len(test), rank, world),

@@ -59,7 +59,7 @@ def test_make_roadmap_smoke_sweep_table_plots_and_notebook(tmp_path):
 def test_a_killed_sweep_resumes_without_retraining(tmp_path):
     out = tmp_path / "sweep"
     args = ["step=resnet50,recipe,stage_ratio,patchify_stem", "preset=smoke", "logger=none",
-            "epochs=2"]
+            "epochs=2", "data.train_size=300", "data.test_size=100"]
     proc = subprocess.Popen([sys.executable, "-m", "roadmap.train", "--multirun", *args,
                              f"hydra.sweep.dir={out}"], cwd=ROOT, stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)

@@ -205,11 +205,12 @@ def test_a_smoke_robustness_sweep_end_to_end(tmp_path):
     out = tmp_path / "robustness"
     command = [sys.executable, "-m", "roadmap.studies.protocol", "robustness", str(out), "--preset",
                "smoke", "--seeds", "0", "--protocols", "paper,grid",
-               "--steps", "resnet50,recipe", "--", "logger=none", "epochs=1"]
+               "--steps", "resnet50,recipe", "--", "logger=none", "epochs=1",
+               "data.train_size=300", "data.test_size=100"]
     result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
-    metrics = json.loads((out / "grid" / "recipe,epochs=1,protocol=grid" / "seed0"
-                          / "metrics.json").read_text())
+    metrics = json.loads((out / "grid" / "recipe,data.test_size=100,data.train_size=300,"
+                          "epochs=1,protocol=grid" / "seed0" / "metrics.json").read_text())
     assert metrics["protocol"]["name"] == "grid" and metrics["epochs"] == 1
     assert "commit" in metrics and metrics["torch"]
     text = (out / "robustness.md").read_text()

@@ -52,8 +52,8 @@ def last_line(result) -> str:
 
 # -- 1. a completed run is reused only for its own config -------------------------------------
 
-def test_a_completed_run_is_not_reused_for_another_config(tmp_path):
-    first = train(smoke("epochs=1"), tmp_path)
+def test_a_completed_run_is_not_reused_for_another_config(tmp_path, trained):
+    first = trained
     before = snapshot(tmp_path)
     with pytest.raises(RunRefused, match=r"holds a run with another config \(differs in lr\)"):
         train(smoke("epochs=1", "lr=0.5"), tmp_path)
@@ -61,10 +61,10 @@ def test_a_completed_run_is_not_reused_for_another_config(tmp_path):
     assert train(smoke("epochs=1"), tmp_path) == first  # its own config still reuses it
 
 
-def test_a_run_made_before_augment_batches_existed_is_still_its_config(tmp_path):
+def test_a_run_made_before_augment_batches_existed_is_still_its_config(tmp_path, trained):
     """A key that says how a run runs (here one added after the run was made) neither refuses
     the run's directory nor makes it train again."""
-    first = train(smoke("epochs=1"), tmp_path)
+    first = trained
     stored = json.loads((tmp_path / "config.json").read_text())
     assert "augment_batches" not in stored and "workers" not in stored
     assert train(smoke("epochs=1", "augment_batches=1"), tmp_path) == first
@@ -116,7 +116,7 @@ def test_a_second_writer_fails_at_once_naming_the_holder(tmp_path):
 def test_two_sweeps_on_one_out_share_the_work(tmp_path):
     out = tmp_path / "sweep"
     args = ["step=resnet50,recipe,stage_ratio,patchify_stem", "preset=smoke", "logger=none",
-            "epochs=2"]
+            "epochs=2", "data.train_size=300", "data.test_size=100"]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     a, b = sweep(out, *args, env=env), sweep(out, *args, env=env)
     assert a.wait(600) == 0 and b.wait(600) == 0
@@ -152,13 +152,24 @@ def test_two_sweeps_on_one_out_share_the_work(tmp_path):
                "keys there are"),
 ])
 def test_bad_values_fail_before_work(tmp_path, override, message):
+    with pytest.raises(RunError) as info:  # composing checks every value
+        smoke(override)
+    assert str(info.value) == message
+    try:  # a run checks them too, given the config unchecked (as Hydra's main composes it)
+        unchecked = compose(["step=resnet50", "preset=smoke", "logger=none", override],
+                            check=False)
+    except RunError as exc:  # a value of the wrong type or an unknown key: Hydra refuses it
+        assert str(exc) == message
+        return
     with pytest.raises(RunError) as info:
-        train(smoke(override), tmp_path)
+        train(unchecked, tmp_path)
     assert str(info.value) == message
     assert not (tmp_path / "last.pt").exists()
     assert not (tmp_path / "epochs.jsonl").exists()  # no data loaded, no model built
+    assert json.loads((tmp_path / "metrics.json").read_text())["status"] == "failed"
     # the directory is not bound to the bad value: the corrected run goes ahead
-    assert train(smoke("epochs=1"), tmp_path)["status"] == "completed"
+    assert train(smoke("epochs=1", "data.train_size=300", "data.test_size=100"),
+                 tmp_path)["status"] == "completed"
 
 
 @pytest.mark.parametrize("override,message", [
@@ -250,8 +261,8 @@ def test_corrupt_fashion_mnist_files_are_one_line(tmp_path, damage):
 
 # -- 5. corruption -------------------------------------------------------------------------------
 
-def test_an_unreadable_metrics_json_resumes_from_last_pt(tmp_path):
-    first = train(smoke("epochs=2"), tmp_path)
+def test_an_unreadable_metrics_json_resumes_from_last_pt(tmp_path, snapshot_run):
+    first = snapshot_run("resnet50")  # step=resnet50 preset=smoke logger=none, 2 epochs
     (tmp_path / "metrics.json").write_text('{"status": "compl')
     again = train(smoke("epochs=2"), tmp_path)
     assert again["status"] == "completed" and again["top1"] == first["top1"]
@@ -259,8 +270,7 @@ def test_an_unreadable_metrics_json_resumes_from_last_pt(tmp_path):
 
 
 @pytest.mark.parametrize("content", [b"", b"PK\x03\x04 truncated"])
-def test_an_unreadable_last_pt_is_one_line_naming_it(tmp_path, content):
-    train(smoke("epochs=1"), tmp_path)
+def test_an_unreadable_last_pt_is_one_line_naming_it(tmp_path, content, trained):
     (tmp_path / "metrics.json").unlink()
     (tmp_path / "last.pt").write_bytes(content)
     with pytest.raises(RunError) as info:
@@ -320,8 +330,7 @@ def test_collect_marks_odd_run_directories_corrupt_and_rewrites_the_table(tmp_pa
 
 # -- 8. smaller ------------------------------------------------------------------------------------
 
-def test_eval_batch_size_is_part_of_the_run(tmp_path):
-    train(smoke("epochs=1"), tmp_path)
+def test_eval_batch_size_is_part_of_the_run(tmp_path, trained):
     with pytest.raises(RunRefused, match="eval_batch_size"):
         train(smoke("epochs=1", "eval_batch_size=100"), tmp_path)
     assert train(smoke("epochs=1", "checkpoint_every=5", "progress=false"),
@@ -353,7 +362,8 @@ def running(text: str) -> list[int]:
 def test_killing_make_stops_the_sweep_and_writes_the_table(tmp_path):
     out = tmp_path / "sweep"
     make = subprocess.Popen(["make", "roadmap", "PRESET=smoke", f"OUT={out}",
-                             "ARGS=logger=none epochs=2"], cwd=ROOT, stdout=subprocess.DEVNULL,
+                             "ARGS=logger=none epochs=2 data.train_size=300 data.test_size=100"],
+                            cwd=ROOT, stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)
     deadline = time.time() + 300
     while time.time() < deadline and not list(out.glob("*/seed0/metrics.json")):

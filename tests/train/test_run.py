@@ -29,9 +29,12 @@ def cli(*args: str, timeout: int = 300, **kwargs) -> subprocess.CompletedProcess
 
 
 @pytest.mark.parametrize("step", ["resnet50", "separate_downsampling"])
-def test_smoke_run_writes_everything(tmp_path, step):
+def test_smoke_run_writes_everything(tmp_path, step, snapshot_run):
     logger = "logger=wandb" if step == "separate_downsampling" else "logger=none"
-    metrics = train(smoke(step, logger), tmp_path)
+    if step == "resnet50":  # the training snapshot's run of it (logger=none), copied here
+        metrics = snapshot_run(step)
+    else:
+        metrics = train(smoke(step, logger), tmp_path)
     assert metrics["status"] == "completed"
     keys = {"status", "top1", "top5", "loss", "params", "gflops", "train_images_per_s",
             "wall_s", "epochs", "step", "ladder", "seed", "preset", "dataset"}
@@ -49,8 +52,8 @@ def test_smoke_run_writes_everything(tmp_path, step):
         assert list((tmp_path / "wandb").glob("offline-run-*"))
 
 
-def test_completed_run_is_skipped(tmp_path):
-    first = train(smoke("resnet50", "epochs=1"), tmp_path)
+def test_completed_run_is_skipped(tmp_path, trained):
+    first = trained
     stamp = (tmp_path / "last.pt").stat().st_mtime_ns
     again = train(smoke("resnet50", "epochs=1"), tmp_path)
     assert again == json.loads((tmp_path / "metrics.json").read_text())
@@ -88,8 +91,7 @@ def test_kill_and_resume_matches_an_uninterrupted_run(tmp_path):
     assert (run_dir / ".hydra" / "config.yaml").is_file()
 
 
-def test_resume_refuses_a_different_config(tmp_path):
-    train(smoke("resnet50", "epochs=1"), tmp_path)
+def test_resume_refuses_a_different_config(tmp_path, trained):
     (tmp_path / "metrics.json").unlink()  # as if killed after its last checkpoint
     before = (tmp_path / "last.pt").read_bytes()
     with pytest.raises(RunError, match="holds a run with another config .*lr"):
