@@ -282,12 +282,15 @@ def bench_dataset(cfg):
 
 def data_share(preset: str, ladder: str, s: Settings, extra: Sequence[str] = ()) -> list[dict]:
     """Share of a training step spent getting and augmenting the batch, at both ends, with the
-    data path and model that training builds (``extra``: overrides, e.g. the whole recipe)."""
+    data path and model that training builds (``extra``: overrides, e.g. the whole recipe), at
+    the preset's batch or the bench's ``batch_size=`` when given."""
     from roadmap import conf
     from roadmap.runtime import Dist
     from roadmap.train.setup import run_model
 
     rows = []
+    if s.own["batch_size"]:
+        extra = [*extra, f"batch_size={s.own['batch_size']}"]
     for step in (step_names(ladder)[0], step_names(ladder)[-1]):
         cfg = compose([f"ladder={ladder}", f"step={step}", f"preset={preset}", "logger=none",
                        *extra])

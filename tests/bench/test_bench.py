@@ -8,7 +8,8 @@ from roadmap.bench import main
 def test_bench_tiny(tmp_path, capsys):
     out = tmp_path / "benchmarks"
     code = main(["preset=smoke", "only=resnet50,separate_downsampling", "steps=1", "repeats=1",
-                 "warmup=0", "pairs=2", "name=tiny", f"out={out}"])
+                 "warmup=0", "pairs=2", "batch_size=10", "breakdown=false", "name=tiny",
+                 f"out={out}"])
     assert code == 0
     result = json.loads((out / "tiny.json").read_text())
     assert [s["step"] for s in result["steps_table"]] == ["resnet50", "separate_downsampling"]

@@ -113,7 +113,8 @@ def test_launchers(tmp_path, launcher):
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     result = subprocess.run([sys.executable, "-m", "roadmap.train", "--multirun",
                              f"hydra/launcher={launcher}", *extra, "step=resnet50,recipe",
-                             *SMOKE, f"hydra.sweep.dir={out}"], cwd=ROOT, capture_output=True,
+                             *SMOKE, "data.train_size=300", "data.test_size=100",
+                             f"hydra.sweep.dir={out}"], cwd=ROOT, capture_output=True,
                             text=True, timeout=600, env=env)
     assert result.returncode == 0, result.stderr[-3000:]
     statuses = [json.loads(p.read_text())["status"] for p in out.glob("*/seed0/metrics.json")]

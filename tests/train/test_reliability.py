@@ -93,7 +93,8 @@ def test_a_second_writer_fails_at_once_naming_the_holder(tmp_path):
     args = ["step=resnet50", "preset=smoke", "logger=none", "epochs=100",
             f"hydra.run.dir={tmp_path}"]
     first = subprocess.Popen([sys.executable, "-m", "roadmap.train", *args], cwd=ROOT,
-                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                             env={**os.environ, "OMP_NUM_THREADS": "1"})  # a core for the others
     deadline = time.time() + 120
     while time.time() < deadline and not (tmp_path / "config.json").is_file():
         time.sleep(0.05)

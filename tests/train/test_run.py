@@ -63,7 +63,7 @@ def test_completed_run_is_skipped(tmp_path, trained):
 
 def test_kill_and_resume_matches_an_uninterrupted_run(tmp_path):
     args = ["step=separate_downsampling", "preset=smoke", "logger=none", "epochs=3",
-            "data.train_size=2000"]
+            "data.train_size=1200"]
     reference = train(compose(args), tmp_path / "reference")
     run_dir = tmp_path / "killed"
     proc = subprocess.Popen([sys.executable, "-m", "roadmap.train", *args,
