@@ -15,7 +15,8 @@ steps each, for the preset's models (its width/depth scale), resolution and batc
 3. each step's achieved training FLOP/s (3 x forward FLOPs x images/s) against the peak of a
    large matrix multiply measured in the same run, and (``breakdown=true``) where its time goes;
 4. (``data=true``) for the ``cpu`` and ``cifar10`` presets: the share of a training step spent
-   getting and augmenting the batch, and the data path's own images/s;
+   getting and augmenting the batch (at the preset's batch, or ``batch_size`` when given), and
+   the data path's own images/s;
 5. (``augment=true``) the in-memory data path with the whole convnext recipe, batched against
    per-image (timm's PIL ops) at batch 128 and 1024, and its share of a cpu-preset step.
 

@@ -29,7 +29,7 @@ def sweep(out: Path, *args: str, timeout: int = 600) -> subprocess.CompletedProc
 
 def test_make_roadmap_smoke_sweep_table_plots_and_notebook(tmp_path):
     out = tmp_path / "sweep"
-    small = "data.test_size=100,data.train_size=300,epochs=1"  # every step, little data
+    small = "data.test_size=100,data.train_size=200,epochs=1"  # every step, little data
     result = subprocess.run(["make", "roadmap", "PRESET=smoke", f"OUT={out}",
                              f"ARGS=logger=none {small.replace(',', ' ')}"], cwd=ROOT,
                             capture_output=True, text=True, timeout=900)

@@ -14,6 +14,7 @@ import torch
 
 from roadmap.conf import compose
 from roadmap.train import RunError, train
+from tests.cli import run_main
 
 ROOT = Path(__file__).resolve().parents[2]
 DETERMINISTIC = ("top1", "top5", "loss", "train_loss", "params", "gflops", "lr")
@@ -80,9 +81,9 @@ def test_kill_and_resume_matches_an_uninterrupted_run(tmp_path):
     assert not (run_dir / "metrics.json").exists(), "the run finished before it was killed"
     killed_at = torch.load(run_dir / "last.pt", weights_only=True)["epoch"]
     assert 1 <= killed_at < 3
-    result = cli(*args, f"hydra.run.dir={run_dir}")
-    assert result.returncode == 0, result.stderr
-    assert f"resuming at epoch {killed_at}" in result.stderr
+    code, stderr = run_main(*args, f"hydra.run.dir={run_dir}")  # the command, in this process
+    assert code == 0, stderr
+    assert f"resuming at epoch {killed_at}" in stderr
     resumed = json.loads((run_dir / "metrics.json").read_text())
     for key in DETERMINISTIC:
         assert resumed[key] == reference[key], key
@@ -157,7 +158,7 @@ def test_ddp_two_processes_gloo(tmp_path):
     (["step=resnet50", "ladder=resnet200"], "error: step=resnet50 is not on ladder=resnet200"),
 ])
 def test_bad_overrides_fail_with_a_clear_line(tmp_path, args, message):
-    result = cli(*args, "logger=none", f"hydra.run.dir={tmp_path / 'run'}")
-    assert result.returncode != 0
-    assert message in result.stderr
+    code, stderr = run_main(*args, "logger=none", f"hydra.run.dir={tmp_path / 'run'}")
+    assert code == 2
+    assert message in stderr and stderr.count("\n") == 1
     assert not (tmp_path / "run" / "last.pt").exists()
