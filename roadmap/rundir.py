@@ -88,7 +88,11 @@ def variant(overrides: Iterable[str]) -> str:
 
 def run_subdir(step: str, seed: Any, overrides: Iterable[str]) -> str:
     """``<step>[,<variant>]/seed<N>``: a run's directory below its sweep (or preset) folder."""
-    name = variant(overrides)
+    return subdir(step, variant(overrides), seed)
+
+
+def subdir(step: str, name: str, seed: Any) -> str:
+    """The directory of ``step``'s run of variant ``name`` ("" for none) and ``seed``."""
     return f"{step}{',' + name if name else ''}/seed{seed}"
 
 

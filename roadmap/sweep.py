@@ -25,11 +25,10 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-import pandas as pd
-
 from roadmap.ladder import step_names
-from roadmap.results.collect import expected_runs
-from roadmap.rundir import CorruptRecord, RunDir
+
+# torch, pandas and scipy (through roadmap.rundir and roadmap.results) are imported once the
+# sweep has started: its own process imports them meanwhile, on the other core
 
 PR_SET_PDEATHSIG = 1
 
@@ -65,7 +64,9 @@ class Watch:
         self.seen: dict[tuple, str] = {}
         self.jobs: list[tuple[str, str, int]] | None = None
 
-    def _state(self, run: RunDir) -> str:
+    def _state(self, run) -> str:
+        from roadmap.rundir import CorruptRecord
+
         try:
             record = run.read_record()
         except CorruptRecord:
@@ -76,6 +77,9 @@ class Watch:
 
     def poll(self) -> list[str]:
         """The lines for what changed since the last poll."""
+        from roadmap.results.collect import expected_runs
+        from roadmap.rundir import RunDir
+
         if self.jobs is None:
             self.jobs = expected_runs(self.out)
             if self.jobs is None:  # Hydra has not written multirun.yaml yet
@@ -97,7 +101,9 @@ class Watch:
                          f"{rest}")
         return lines
 
-    def _line(self, step: str, name: str, seed: int, state: str, run: RunDir) -> str:
+    def _line(self, step: str, name: str, seed: int, state: str, run) -> str:
+        from roadmap.rundir import RunDir
+
         total = len(self.jobs)
         ended = [k for k, s in self.seen.items() if s != "running"]
         label = f"{step}{' (' + name + ')' if name else ''} seed {seed}"
@@ -112,7 +118,9 @@ class Watch:
                 f"{_minutes(elapsed)} so far, about {_minutes(left)} left")
 
     def _path(self, step: str, name: str, seed: int) -> Path:
-        return self.out / f"{step}{',' + name if name else ''}" / f"seed{seed}"
+        from roadmap.rundir import subdir
+
+        return self.out / subdir(step, name, seed)
 
 
 def watch(out: Path, proc: subprocess.Popen, every: float = 1.0) -> None:
@@ -186,14 +194,18 @@ def report(out: Path) -> int:
     code = collect([str(out)])
     if code != 0:
         return code
+    import pandas as pd
+
     print(ladder_table(pd.read_csv(out / "results.csv", keep_default_na=False,
                                    na_values=[""])))
     return plots([str(out / "results.csv")])
 
 
-def ladder_table(table: pd.DataFrame) -> str:
+def ladder_table(table) -> str:
     """The ladder as the terminal shows it at the end of a sweep: each step's test top-1, its
     change against its parent, the paper's top-1, its status."""
+    import pandas as pd
+
     from roadmap.results.text import change, mean_std
 
     if table.empty:
