@@ -16,15 +16,17 @@ from roadmap.results.collect import collect
 from roadmap.results.notebooks import execute
 from roadmap.results.plots import FIGURES
 from roadmap.results.stats import t_interval, welch_interval
+from tests.cli import run_main
 
 ROOT = Path(__file__).resolve().parents[2]
 SMOKE = ["preset=smoke", "logger=none", "epochs=1"]
 
 
-def sweep(out: Path, *args: str, timeout: int = 600) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "roadmap.train", "--multirun", *args,
-                           f"hydra.sweep.dir={out}"], cwd=ROOT, capture_output=True, text=True,
-                          timeout=timeout)
+def sweep(out: Path, *args: str) -> subprocess.CompletedProcess:
+    """``python -m roadmap.train --multirun *args`` into ``out``, its main() in this process
+    (the real command in new processes: the make roadmap, launcher and kill tests)."""
+    code, stderr = run_main("--multirun", *args, f"hydra.sweep.dir={out}")
+    return subprocess.CompletedProcess([], code, "", stderr)
 
 
 def test_make_roadmap_smoke_sweep_table_plots_and_notebook(tmp_path):

@@ -78,12 +78,13 @@ def test_a_run_made_before_augment_batches_existed_is_still_its_config(tmp_path,
 def test_a_sweep_into_the_same_out_with_another_preset_is_refused(tmp_path):
     out = tmp_path / "sweep"
     args = ["step=resnet50", "logger=none", "epochs=1"]
-    first = sweep(out, *args, "preset=smoke")
-    assert first.wait(300) == 0, first.stderr.read()[-2000:]
+    code, stderr = run_main("--multirun", *args, "preset=smoke", f"hydra.sweep.dir={out}")
+    assert code == 0, stderr[-2000:]
     before = snapshot(out / "resnet50,epochs=1")
-    second = sweep(out, *args, "preset=cpu")  # the same subdirectories, another data set
-    assert second.wait(300) != 0
-    assert "holds a run with another config (differs in" in second.stderr.read()
+    # the same subdirectories, another data set
+    code, stderr = run_main("--multirun", *args, "preset=cpu", f"hydra.sweep.dir={out}")
+    assert code != 0
+    assert "holds a run with another config (differs in" in stderr
     assert snapshot(out / "resnet50,epochs=1") == before  # .hydra/ and metrics untouched
     assert collect(out)["status"].tolist() == ["ok"]
 
@@ -310,9 +311,10 @@ def test_a_full_disk_is_one_line_and_leaves_no_temporary_files(tmp_path):
 
 def test_collect_marks_odd_run_directories_corrupt_and_rewrites_the_table(tmp_path):
     out = tmp_path / "sweep"
-    result = sweep(out, "step=resnet50,recipe,stage_ratio,patchify_stem", "seed=0,1",
-                   "preset=smoke", "logger=none", "epochs=1", "data.train_size=200")
-    assert result.wait(600) == 0
+    code, stderr = run_main("--multirun", "step=resnet50,recipe,stage_ratio,patchify_stem",
+                            "seed=0,1", "preset=smoke", "logger=none", "epochs=1",
+                            "data.train_size=200", f"hydra.sweep.dir={out}")
+    assert code == 0, stderr[-2000:]
     (out / "results.md").write_text("a previous sweep's table")
     (out / "resnet50,data.train_size=200,epochs=1/seed0/metrics.json").write_text("null")
     (out / "resnet50,data.train_size=200,epochs=1/seed1/metrics.json").write_text(
