@@ -338,14 +338,6 @@ class RunDir:
         with open(self.path / EPOCHS, "a") as f:
             f.write(json.dumps(record) + "\n")
 
-    def epochs(self) -> list[dict]:
-        """The finished epochs' records ([] when there are none)."""
-        try:
-            lines = (self.path / EPOCHS).read_text().splitlines()
-        except OSError:
-            return []
-        return [json.loads(line) for line in lines if line.strip()]
-
     def epochs_logged(self) -> int:
         try:
             return len((self.path / EPOCHS).read_bytes().splitlines())

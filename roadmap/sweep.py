@@ -63,22 +63,25 @@ class Watch:
         self.out, self.started = Path(out), time.time()
         self.seen: dict[tuple, str] = {}
         self.jobs: list[tuple[str, str, int]] | None = None
+        self.trained = 0
+        """Runs this sweep ended (not the ones it found finished): the pace of the time left."""
 
-    def _state(self, run) -> str:
+    def _state(self, run) -> tuple[str, object]:
+        """The run's state and its record (None until it ended)."""
         from roadmap.rundir import CorruptRecord
 
         try:
             record = run.read_record()
         except CorruptRecord:
-            return "corrupt"
+            return "corrupt", None
         if record is not None:
-            return record.status
-        return "running" if run.started_after(self.started) else "waiting"
+            return record.status, record
+        return ("running" if run.started_after(self.started) else "waiting"), None
 
     def poll(self) -> list[str]:
         """The lines for what changed since the last poll."""
         from roadmap.results.collect import expected_runs
-        from roadmap.rundir import RunDir
+        from roadmap.rundir import RunDir, subdir
 
         if self.jobs is None:
             self.jobs = expected_runs(self.out)
@@ -86,14 +89,15 @@ class Watch:
                 return []
         first, lines = not self.seen, []
         for step, name, seed in self.jobs:
-            run = RunDir(self._path(step, name, seed))
-            state, key = self._state(run), (step, name, seed)
+            run = RunDir(self.out / subdir(step, name, seed))
+            (state, record), key = self._state(run), (step, name, seed)
             if state == self.seen.get(key) or state == "waiting":
                 continue
             self.seen[key] = state
             if state != "running" and not run.ended_after(self.started):
                 continue  # finished before this sweep began: counted, not announced
-            lines.append(self._line(step, name, seed, state, run))
+            self.trained += state != "running"
+            lines.append(self._line(step, name, seed, state, record))
         done = sum(s == "completed" for s in self.seen.values())
         if first and done and not lines:
             rest = "nothing to run" if done == len(self.jobs) else "running the rest"
@@ -101,26 +105,17 @@ class Watch:
                          f"{rest}")
         return lines
 
-    def _line(self, step: str, name: str, seed: int, state: str, run) -> str:
-        from roadmap.rundir import RunDir
-
+    def _line(self, step: str, name: str, seed: int, state: str, record) -> str:
         total = len(self.jobs)
-        ended = [k for k, s in self.seen.items() if s != "running"]
+        ended = sum(s != "running" for s in self.seen.values())
         label = f"{step}{' (' + name + ')' if name else ''} seed {seed}"
         if state == "running":
-            return f"roadmap.sweep: [{len(ended) + 1}/{total}] {label}: running"
-        record = run.read_record() if state != "corrupt" else None
+            return f"roadmap.sweep: [{ended + 1}/{total}] {label}: running"
         result = f", top-1 {record.top1:.2f}" if record is not None and record.top1 else ""
-        here = [k for k in ended if RunDir(self._path(*k)).ended_after(self.started)]
         elapsed = time.time() - self.started
-        left = elapsed / max(len(here), 1) * (total - len(ended))
-        return (f"roadmap.sweep: [{len(ended)}/{total}] {label}: {state}{result}; "
+        left = elapsed / max(self.trained, 1) * (total - ended)
+        return (f"roadmap.sweep: [{ended}/{total}] {label}: {state}{result}; "
                 f"{_minutes(elapsed)} so far, about {_minutes(left)} left")
-
-    def _path(self, step: str, name: str, seed: int) -> Path:
-        from roadmap.rundir import subdir
-
-        return self.out / subdir(step, name, seed)
 
 
 def watch(out: Path, proc: subprocess.Popen, every: float = 1.0) -> None:

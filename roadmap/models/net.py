@@ -142,8 +142,8 @@ def drop_path_rates(depths: tuple[int, ...] | list[int], rate: float) -> list[fl
 
 
 def stochastic_depth(rate: float) -> nn.Module:
-    """torchvision's per-sample stochastic depth (imported when a block has some: importing
-    torchvision costs a process start about 1.7 s), or nothing."""
+    """torchvision's per-sample stochastic depth, or nothing. torchvision is imported only when
+    a block has some: importing it slows every process start that does not need it."""
     if rate <= 0:
         return nn.Identity()
     from torchvision.ops import StochasticDepth

@@ -22,7 +22,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from roadmap.conf import settings
 from roadmap.errors import RunError
-from roadmap.rundir import RunDir, RunRecord, recorded_config
+from roadmap.rundir import IDENTITY, RunDir, RunRecord, recorded_config
 from roadmap.runtime import Dist, code_version
 from roadmap.schema import TrainConfig
 from roadmap.train.loop import Diverged, EpochStats, evaluate, train_epoch
@@ -61,7 +61,8 @@ def train(cfg: DictConfig, run_dir: str | Path,
     if dist.main:
         directory.lock()
     try:
-        config = recorded_config(OmegaConf.to_container(cfg, resolve=True))
+        values = OmegaConf.to_container(cfg, resolve=True)
+        config = recorded_config(values)
         directory.check_config(config)
         previous = directory.completed()
         if previous is not None:
@@ -72,33 +73,33 @@ def train(cfg: DictConfig, run_dir: str | Path,
             directory.claim(config)
             if on_claim is not None:
                 on_claim()
-        return run_and_record(cfg, directory, dist, config).to_json()
+        return run_and_record(cfg, directory, dist, config, values).to_json()
     finally:
         directory.unlock()
 
 
-IDENTITY_KEYS = {"step": "step_name", "ladder": "ladder.name", "seed": "seed",
-                 "preset": "preset_name", "dataset": "data.name", "recipe": "recipe.name",
-                 "protocol": "protocol", "epochs": "epochs", "scale": "scale"}
-"""Where a run's record finds what it says of the run (:data:`roadmap.rundir.IDENTITY`)."""
+CONFIG_KEYS = {"step": "step_name", "ladder": "ladder.name", "preset": "preset_name",
+               "dataset": "data.name", "recipe": "recipe.name"}
+"""Where the config holds the record's identity (:data:`roadmap.rundir.IDENTITY`) when not
+under the same name."""
 
 
 def identity(cfg: DictConfig) -> dict:
     """What a run's record says of the run, read from its config as composed (so that a run
     whose values fail their checks is recorded too)."""
-    values = {k: OmegaConf.select(cfg, key) for k, key in IDENTITY_KEYS.items()}
+    values = {k: OmegaConf.select(cfg, CONFIG_KEYS.get(k, k)) for k in IDENTITY}
     return {k: OmegaConf.to_container(v, resolve=True) if isinstance(v, DictConfig) else v
             for k, v in values.items()}
 
 
-def run_and_record(cfg: DictConfig, directory: RunDir, dist: Dist, config: dict) -> RunRecord:
+def run_and_record(cfg: DictConfig, directory: RunDir, dist: Dist, config: dict,
+                   values: dict) -> RunRecord:
     """Check every value (:func:`roadmap.conf.settings`), run, and record how it ended:
-    completed, diverged or failed (the error is raised)."""
+    completed, diverged or failed (the error is raised). ``values``: the whole resolved config
+    (what the tracker records), ``config``: what the run directory records of it."""
     started = time.time()
     try:
-        typed = settings(cfg)
-        return run_epochs(typed, directory, dist, config,
-                          OmegaConf.to_container(cfg, resolve=True), identity(cfg))
+        return run_epochs(settings(cfg), directory, dist, config, values, identity(cfg))
     except Diverged as exc:
         record = RunRecord(identity(cfg), "diverged", {"wall_s": time.time() - started},
                            str(exc))
