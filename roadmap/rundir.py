@@ -51,12 +51,13 @@ LOCK, CONFIG, METRICS, EPOCHS, CHECKPOINT, HYDRA = (".lock", "config.json", "met
 # -- which keys name a run ----------------------------------------------------------------------
 
 VOLATILE_KEYS = ("progress", "device", "workers", "augment_batches", "logger",
-                 "checkpoint_every")
+                 "checkpoint_every", "threads")
 """Keys that say how a run runs, not what it computes: they may change when it resumes.
 ``workers`` and ``augment_batches`` (how many loader processes, how many batches one call
 augments) change which random numbers an image draws but not what is drawn from, like the
-device. (``eval_batch_size`` is not one: it changes the evaluation's float sums in their last
-bits.)"""
+device. ``threads`` changes a CPU run's sums in their last bits: it does not name a run, but
+a checkpoint records it and a resume under another count is refused (:meth:`RunDir.resume`).
+(``eval_batch_size`` is not one: it changes the evaluation's float sums in their last bits.)"""
 
 RETIRED_KEYS = ("ladder.first_step",)
 """Keys that configs recorded before they were removed still hold: they computed nothing, so a
@@ -109,6 +110,19 @@ def diff_keys(a: Any, b: Any, prefix: str = "") -> list[str]:
         keys = sorted(set(a) | set(b))
         return [k for key in keys for k in diff_keys(a.get(key), b.get(key), f"{prefix}{key}.")]
     return [] if a == b else [prefix.rstrip(".")]
+
+
+def without_retired(config: dict) -> dict:
+    """A stored config without the :data:`RETIRED_KEYS`."""
+    for key in RETIRED_KEYS:
+        node, _, leaf = key.rpartition(".")
+        if isinstance(config.get(node), dict):
+            config[node].pop(leaf, None)
+    return config
+
+
+def shown_keys(keys: list[str], most: int = 6) -> str:
+    return ", ".join(keys[:most]) + (f" and {len(keys) - most} more" if len(keys) > most else "")
 
 
 # -- writing files ------------------------------------------------------------------------------
@@ -263,14 +277,15 @@ class RunDir:
             return None
         try:
             stored = json.loads(path.read_text())
-        except (ValueError, UnicodeDecodeError) as exc:
-            raise RunError(f"{path} is unreadable ({exc}); remove that run directory or "
-                           "choose another hydra.run.dir") from None
-        for key in RETIRED_KEYS:
-            node, _, leaf = key.rpartition(".")
-            if isinstance(stored.get(node), dict):
-                stored[node].pop(leaf, None)
-        return stored
+        except (OSError, ValueError, UnicodeDecodeError) as exc:
+            raise RunError(f"{path} is unreadable ({type(exc).__name__}: {first_line(exc)}); "
+                           f"remove {path} (the run resumes from its checkpoint, if it has one) "
+                           "or choose another hydra.run.dir") from None
+        if not isinstance(stored, dict):
+            raise RunError(f"{path} holds {type(stored).__name__}, not a config; remove "
+                           f"{path} (the run resumes from its checkpoint, if it has one) or "
+                           "choose another hydra.run.dir")
+        return without_retired(stored)
 
     def holds_work(self) -> bool:
         if self.has_checkpoint():
@@ -286,11 +301,9 @@ class RunDir:
         stored = self.stored_config() if self.holds_work() else None
         changed = diff_keys(stored, config) if stored is not None else []
         if changed:
-            shown = ", ".join(changed[:6]) + (f" and {len(changed) - 6} more"
-                                               if len(changed) > 6 else "")
             raise RunRefused(f"{self.path} holds a run with another config (differs in "
-                             f"{shown}); choose another hydra.run.dir (make roadmap: another "
-                             "OUT) or remove that directory")
+                             f"{shown_keys(changed)}); choose another hydra.run.dir (make "
+                             "roadmap: another OUT) or remove that directory")
 
     def claim(self, config: dict) -> None:
         """Record ``config`` as the directory's."""
@@ -366,6 +379,35 @@ class RunDir:
     def save_checkpoint(self, state: dict) -> None:
         """Write then rename, so that a kill leaves the previous checkpoint whole."""
         atomic_write(self.path / CHECKPOINT, lambda f: torch.save(state, f))
+
+    def resume(self, config: dict, threads: int | None) -> dict | None:
+        """The checkpoint to go on from (None: none), if it is this run's: made with ``config``
+        and, on the CPU, ``threads`` threads (None: not compared). Another run's or another
+        architecture's checkpoint, or another thread count, is a :class:`RunRefused` line."""
+        checkpoint = self.read_checkpoint()
+        if checkpoint is None:
+            return None
+        path = self.path / CHECKPOINT
+        changed = diff_keys(without_retired(json.loads(checkpoint["config"])), config)
+        if changed:
+            raise RunRefused(f"{path} is the checkpoint of another run (its config differs in "
+                             f"{shown_keys(changed)}); fix: move it back to its own run "
+                             f"directory, or remove it to run this run from its start (rm "
+                             f"{path})")
+        stored = checkpoint.get("threads")
+        if threads is not None and stored is not None and stored != threads:
+            raise RunRefused(f"{path} was trained on {stored} CPU threads and this process has "
+                             f"{threads}: the thread count moves the sums' last bits, so the run "
+                             f"would mix two sets of numbers; fix: rerun with threads={stored}, "
+                             f"or remove it to run this run from its start (rm {path})")
+        return checkpoint
+
+    def unfit_checkpoint(self, exc: BaseException) -> RunError:
+        """The line for a checkpoint whose tensors do not fit the run's model or optimizer."""
+        path = self.path / CHECKPOINT
+        return RunRefused(f"{path} does not fit this run ({type(exc).__name__}: "
+                          f"{first_line(exc)[:200]}); fix: remove it to run this run from its "
+                          f"start (rm {path})")
 
     def read_checkpoint(self) -> dict | None:
         """The checkpoint (tensors and plain values only) or None; a :class:`RunError` naming

@@ -60,6 +60,13 @@ def resolve_device(name: str, local_rank: int = 0) -> torch.device:
     return torch.device("cuda", local_rank) if name == "cuda" else torch.device("cpu")
 
 
+def use_threads(threads: int | None) -> int:
+    """Set torch's CPU thread count (None: leave torch's own) and return the count in use."""
+    if threads is not None:
+        torch.set_num_threads(threads)
+    return torch.get_num_threads()
+
+
 def setup_distributed(dist: Dist, device: torch.device) -> None:
     """Select the process's GPU and join the process group (gloo on CPU, nccl on CUDA)."""
     if device.type == "cuda":

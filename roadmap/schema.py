@@ -343,6 +343,7 @@ class TrainConfig(Checked):
     augment_batches: int = 4
     progress: Any = "auto"
     checkpoint_every: int = 1
+    threads: int | None = None
 
     def __post_init__(self) -> None:
         self.integer("seed")
@@ -351,6 +352,7 @@ class TrainConfig(Checked):
             self.integer(key, 1)
         self.integer("workers", 0)
         self.integer("total_batch", 1, null=True)
+        self.integer("threads", 1, null=True)
         self.number("lr", 0, open_low=True, null="for the recipe's rule")
         self.choice("device", DEVICES)
         self.choice("precision", PRECISIONS)

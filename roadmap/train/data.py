@@ -3,20 +3,17 @@
 ``load_dataset(cfg.data)`` returns a :class:`DataSet`: a :class:`MemoryDataset` (Fashion-MNIST,
 CIFAR, synthetic) or a :class:`FolderDataset` (any ImageNet-style folder), each making its own
 batches (:mod:`roadmap.train.loaders`), so no caller asks which kind it has. Augmentation is
-:mod:`roadmap.train.augment`'s. A missing data set
-raises :class:`DataError` with one line naming the paths tried and the fix, before training
-starts.
+:mod:`roadmap.train.augment`'s; archives are read and checked by :mod:`roadmap.train.archives`.
+A missing data set, or one that is not what it should be, raises :class:`DataError` with one
+line naming the file and the fix, before training starts. ``DataSet.source`` says what was read
+(``metrics.json`` records it).
 """
 
 from __future__ import annotations
 
-import gzip
-import math
-import pickle
-import struct
 from abc import ABC, abstractmethod
 from collections.abc import Iterable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -24,6 +21,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Subset
 
 from roadmap.errors import first_line
+from roadmap.train.archives import DEBIAN_FASHION_MNIST, DataError, read_cifar, read_fashion_mnist
 from roadmap.train.augment import BatchAugment
 from roadmap.train.loaders import (
     FolderTrainLoader,
@@ -43,11 +41,8 @@ if TYPE_CHECKING:
     )
     from roadmap.train.loaders import TrainBatches
 
-DEBIAN_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
-
-
-class DataError(RuntimeError):
-    """A data set cannot be found or read; the message says where it looked and what to do."""
+__all__ = ["DEBIAN_FASHION_MNIST", "DataError", "DataSet", "FolderDataset", "MemoryDataset",
+           "load_dataset"]
 
 
 class DataSet(ABC):
@@ -56,6 +51,9 @@ class DataSet(ABC):
     training subset."""
 
     num_classes: int
+    source: dict
+    """What the data set was read from (files, sizes, hashes; a folder's counts), for the
+    run's ``metrics.json``."""
 
     @property
     @abstractmethod
@@ -110,6 +108,7 @@ class MemoryDataset(DataSet):
     """Held out of the training set (``data.val_size``): for every choice; the test set only
     reports."""
     val_labels: torch.Tensor | None = None
+    source: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         for name in ("train_images", "test_images"):
@@ -157,6 +156,7 @@ class FolderDataset(DataSet):
     num_classes: int
     val: Dataset | None = None
     """Carved from ``train/`` when ``data.val_size`` > 0 (decoded like the test set)."""
+    source: dict = field(default_factory=dict)
 
     @property
     def n_train(self) -> int:
@@ -218,7 +218,7 @@ is ``data.val_seed``): the same images for every run, step and training seed."""
 
 def load_dataset(data: DataConfig) -> DataSet:
     """The data set named by ``data.name``, with its validation split and training subset."""
-    loaders = {"fashion_mnist": load_fashion_mnist, "cifar10": load_cifar, "cifar100": load_cifar,
+    loaders = {"fashion_mnist": load_archive, "cifar10": load_archive, "cifar100": load_archive,
                "imagefolder": load_imagefolder, "synthetic": make_synthetic}
     dataset = loaders[data.name](data)
     if dataset.num_classes != data.num_classes:
@@ -229,121 +229,11 @@ def load_dataset(data: DataConfig) -> DataSet:
         data.train_images)
 
 
-# -- Fashion-MNIST ------------------------------------------------------------------------------
-
-FASHION_FILES = {"train_images": "train-images-idx3-ubyte",
-                 "train_labels": "train-labels-idx1-ubyte",
-                 "test_images": "t10k-images-idx3-ubyte", "test_labels": "t10k-labels-idx1-ubyte"}
-
-
-def read_idx(path: Path) -> torch.Tensor:
-    """An IDX file (MNIST's format), gzipped or not, as a uint8 tensor of its shape; a
-    truncated, garbled or short file is a one-line :class:`DataError` naming it."""
-    try:
-        raw = gzip.decompress(path.read_bytes()) if path.suffix == ".gz" else path.read_bytes()
-        zero, dtype, ndim = struct.unpack(">HBB", raw[:4])
-        if zero != 0 or dtype != 0x08 or ndim < 1:
-            raise ValueError("not an unsigned-byte IDX file")
-        shape = struct.unpack(f">{ndim}I", raw[4:4 + 4 * ndim])
-        body = raw[4 + 4 * ndim:]
-        if len(body) != math.prod(shape):
-            raise ValueError(f"{len(body)} bytes of data where its header announces "
-                             f"{math.prod(shape)}")
-    except (OSError, EOFError, ValueError, struct.error) as exc:
-        raise DataError(f"{path} is unreadable ({first_line(exc)}); fix: reinstall it (`apt-get "
-                        "install --reinstall dataset-fashion-mnist`) or delete it so that it is "
-                        "looked for elsewhere or downloaded again") from None
-    return torch.frombuffer(bytearray(body), dtype=torch.uint8).reshape(shape)
-
-
-def _find_idx(folder: Path, stem: str) -> Path | None:
-    for name in (stem, stem + ".gz"):
-        if (folder / name).is_file():
-            return folder / name
-    return None
-
-
-def fashion_mnist_dirs(root: Path) -> list[Path]:
-    return [root / "fashion_mnist", root / "FashionMNIST" / "raw", DEBIAN_FASHION_MNIST]
-
-
-def load_fashion_mnist(data: ArchiveDataConfig) -> MemoryDataset:
-    root = Path(str(data.root)).expanduser()
-    tried = fashion_mnist_dirs(root)
-    for folder in tried:
-        paths = {k: _find_idx(folder, stem) for k, stem in FASHION_FILES.items()}
-        if all(paths.values()):
-            break
-    else:
-        folder = root / "FashionMNIST" / "raw"
-        error = "download=false"
-        if data.download:
-            try:
-                from torchvision.datasets import FashionMNIST
-
-                for train in (True, False):
-                    FashionMNIST(str(root), train=train, download=True)
-                paths = {k: _find_idx(folder, stem) for k, stem in FASHION_FILES.items()}
-                error = None if all(paths.values()) else "files missing after download"
-            except Exception as exc:  # no network, a proxy, a full disk...
-                error = f"download failed: {first_line(exc)}"
-        if error:
-            raise DataError(
-                f"Fashion-MNIST not found in {', '.join(map(str, tried))} ({error}); fix: "
-                "`apt-get install dataset-fashion-mnist` (make data does it), or put the four "
-                f"idx files in {root / 'fashion_mnist'}, or set data.root=<folder with them>")
-    t = {k: read_idx(p) for k, p in paths.items()}
-    pad = (data.image_size - t["train_images"].shape[-1]) // 2
-
-    def images(x: torch.Tensor) -> torch.Tensor:
-        x = x[:, None]  # (N, 1, 28, 28)
-        return torch.nn.functional.pad(x, (pad, pad, pad, pad)) if pad > 0 else x
-
-    return MemoryDataset(images(t["train_images"]), t["train_labels"].long(),
-                         images(t["test_images"]), t["test_labels"].long(), num_classes=10)
-
-
-# -- CIFAR --------------------------------------------------------------------------------------
-
-CIFAR = {
-    "cifar10": ("cifar-10-batches-py", [f"data_batch_{i}" for i in range(1, 6)], ["test_batch"],
-                "labels", "CIFAR10"),
-    "cifar100": ("cifar-100-python", ["train"], ["test"], "fine_labels", "CIFAR100"),
-}
-
-
-def _read_cifar(folder: Path, files: list[str], label_key: str):
-    images, labels = [], []
-    for name in files:
-        with open(folder / name, "rb") as f:
-            batch = pickle.load(f, encoding="latin1")
-        images.append(torch.as_tensor(batch["data"], dtype=torch.uint8).reshape(-1, 3, 32, 32))
-        labels.append(torch.as_tensor(batch[label_key], dtype=torch.long))
-    return torch.cat(images), torch.cat(labels)
-
-
-def load_cifar(data: ArchiveDataConfig) -> MemoryDataset:
-    """CIFAR-10/100 from torchvision's python archive in ``data.root`` (downloaded if allowed)."""
-    subdir, train_files, test_files, label_key, tv_class = CIFAR[data.name]
-    root = Path(str(data.root)).expanduser()
-    folder = root / subdir
-    if not all((folder / f).is_file() for f in train_files + test_files):
-        error = "download=false"
-        if data.download:
-            try:
-                import torchvision.datasets
-
-                getattr(torchvision.datasets, tv_class)(str(root), train=True, download=True)
-                error = None
-            except Exception as exc:
-                error = f"download failed: {first_line(exc)}"
-        if error:
-            raise DataError(f"{data.name} not found in {folder} ({error}); fix: run once where "
-                            f"there is network (data.download=true), or copy torchvision's "
-                            f"{subdir}/ into {root}, or set data.root=<its parent folder>")
-    train = _read_cifar(folder, train_files, label_key)
-    test = _read_cifar(folder, test_files, label_key)
-    return MemoryDataset(*train, *test, num_classes=100 if data.name == "cifar100" else 10)
+def load_archive(data: ArchiveDataConfig) -> MemoryDataset:
+    """Fashion-MNIST or CIFAR, read and checked by :mod:`roadmap.train.archives`."""
+    arrays = (read_fashion_mnist if data.name == "fashion_mnist" else read_cifar)(data)
+    return MemoryDataset(arrays.train_images, arrays.train_labels, arrays.test_images,
+                         arrays.test_labels, arrays.num_classes, source=arrays.source)
 
 
 # -- image folders ------------------------------------------------------------------------------
@@ -370,7 +260,9 @@ def load_imagefolder(data: FolderDataConfig) -> FolderDataset:
     if data.check_images:
         for folder in (train, test):
             check_image_headers(folder.samples)
-    return FolderDataset(train, test, num_classes=len(train.classes))
+    source = {"root": str(root.resolve()), "train_images": len(train),
+              "test_images": len(test), "classes": len(train.classes)}
+    return FolderDataset(train, test, num_classes=len(train.classes), source=source)
 
 
 def check_image_headers(samples: list[tuple[str, int]]) -> None:
@@ -408,4 +300,7 @@ def make_synthetic(data: SyntheticDataConfig) -> MemoryDataset:
         x = x + data.noise * torch.randn(x.shape, generator=g)
         return (x.clamp(0, 1) * 255).round().to(torch.uint8), labels
 
-    return MemoryDataset(*split(data.train_size), *split(data.test_size), num_classes=k)
+    source = {"generated": {"seed": 1234, "train_size": data.train_size,
+                            "test_size": data.test_size, "noise": data.noise}}
+    return MemoryDataset(*split(data.train_size), *split(data.test_size), num_classes=k,
+                         source=source)

@@ -23,7 +23,7 @@ from omegaconf import DictConfig, OmegaConf
 from roadmap.conf import settings
 from roadmap.errors import RunError
 from roadmap.rundir import IDENTITY, RunDir, RunRecord, recorded_config
-from roadmap.runtime import Dist, code_version
+from roadmap.runtime import Dist, code_version, resolve_device, use_threads
 from roadmap.schema import TrainConfig
 from roadmap.train.loop import Diverged, EpochStats, evaluate, train_epoch
 from roadmap.train.setup import Run, prepare
@@ -119,10 +119,15 @@ def run_and_record(cfg: DictConfig, directory: RunDir, dist: Dist, config: dict,
 
 def run_epochs(cfg: TrainConfig, directory: RunDir, dist: Dist, config: dict,
                tracked: dict, named: dict) -> RunRecord:
-    """Prepare the run, go on from the checkpoint if there is one, train the epochs left."""
-    checkpoint = directory.read_checkpoint()
+    """Prepare the run, go on from its checkpoint if there is one, train the epochs left."""
+    threads = use_threads(cfg.threads)
+    on_cpu = resolve_device(cfg.device, dist.local_rank).type == "cpu"
+    checkpoint = directory.resume(config, threads if on_cpu else None)
     run = prepare(cfg, dist)
-    progress = restore(run, checkpoint) if checkpoint is not None else Progress()
+    try:
+        progress = restore(run, checkpoint) if checkpoint is not None else Progress()
+    except (RuntimeError, KeyError, ValueError, TypeError) as exc:
+        raise directory.unfit_checkpoint(exc) from None
     main = run.dist.main
     if main:
         directory.start_epochs(progress.history)
@@ -144,8 +149,9 @@ def run_epochs(cfg: TrainConfig, directory: RunDir, dist: Dist, config: dict,
         progress.wall_s = wall_before + time.time() - session_start
         tracker.log(record, step=epoch + 1)
         if main:
-            log_epoch(cfg, directory, record, lambda: state(run, config, progress))
+            log_epoch(cfg, directory, record, lambda: state(run, config, progress, threads))
     result = final_record(cfg, run, progress, named)
+    result.metrics["threads"] = threads
     result.metrics["wall_s"] = wall_before + time.time() - session_start
     tracker.summary({k: v for k, v in result.metrics.items() if isinstance(v, (int, float))})
     tracker.finish()
@@ -227,7 +233,7 @@ def final_record(cfg: TrainConfig, run: Run, progress: Progress, named: dict) ->
         "lr": run.lr, "total_batch": run.total_batch,
         "n_train": run.n_train, "world_size": run.dist.world, "device": str(run.device),
         "torch": torch.__version__, "commit": code_version(),
-        "model": dataclasses.asdict(run.model_cfg),
+        "model": dataclasses.asdict(run.model_cfg), "data_source": run.data_source,
     }
     if run.stepper.ema is not None and final:
         metrics.update({"ema_top1": final["ema_top1"], "ema_top5": final["ema_top5"]})

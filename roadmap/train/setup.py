@@ -81,6 +81,8 @@ class Run:
     val_batches: Iterable | None
     """The validation split's batches (None without one): what choices are made on."""
     n_train: int
+    data_source: dict
+    """What the data set was read from (:attr:`roadmap.train.data.DataSet.source`)."""
     steps_per_epoch: int
     total_batch: int
     lr: float
@@ -115,7 +117,7 @@ def prepare(cfg: TrainConfig, dist: Dist) -> Run:
                gflops=count_gflops(model, cfg.data.image_size, mcfg.in_chans), stepper=stepper,
                train_batches=batches, eval_batches=dataset.eval_batches(cfg, device, dist),
                val_batches=dataset.eval_batches(cfg, device, dist, "val"),
-               n_train=dataset.n_train, steps_per_epoch=steps_per_epoch,
+               n_train=dataset.n_train, data_source=dataset.source, steps_per_epoch=steps_per_epoch,
                total_batch=total_batch, lr=lr)
 
 

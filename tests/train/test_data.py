@@ -1,13 +1,12 @@
 """Data sets from local files, the batch loaders, and the missing-data error."""
 
-import pickle
 
 import pytest
 import torch
 from omegaconf import OmegaConf
 from PIL import Image
 
-import roadmap.train.data
+import roadmap.train.archives
 from roadmap.conf import compose
 from roadmap.errors import RunError
 from roadmap.train import train
@@ -18,6 +17,7 @@ from roadmap.train.loaders import (
     MemoryTrainLoader,
     folder_eval_loader,
 )
+from tests.fakes import write_cifar, write_fashion
 
 
 def data_cfg(name, **changes):
@@ -40,7 +40,7 @@ def test_fashion_mnist_from_debian(tmp_path):
 
 
 def test_fashion_mnist_missing_names_every_path_and_the_fix(tmp_path, monkeypatch):
-    monkeypatch.setattr(roadmap.train.data, "DEBIAN_FASHION_MNIST", tmp_path / "no-debian")
+    monkeypatch.setattr(roadmap.train.archives, "DEBIAN_FASHION_MNIST", tmp_path / "no-debian")
     data, _ = data_cfg("fashion_mnist", root=str(tmp_path), download=False)
     with pytest.raises(DataError) as info:
         load_dataset(data)
@@ -50,36 +50,14 @@ def test_fashion_mnist_missing_names_every_path_and_the_fix(tmp_path, monkeypatc
 
 
 def test_fashion_mnist_from_a_local_root(tmp_path):
-    import gzip
-    import struct
-
-    folder = tmp_path / "fashion_mnist"
-    folder.mkdir()
-
-    def idx(name, array):
-        header = struct.pack(">HBB", 0, 8, array.dim())
-        header += struct.pack(f">{array.dim()}I", *array.shape)
-        (folder / (name + ".gz")).write_bytes(gzip.compress(header + array.numpy().tobytes()))
-
-    for split, n in (("train", 20), ("t10k", 10)):
-        idx(f"{split}-images-idx3-ubyte", torch.randint(0, 256, (n, 28, 28), dtype=torch.uint8))
-        idx(f"{split}-labels-idx1-ubyte", torch.arange(n, dtype=torch.uint8) % 10)
+    write_fashion(tmp_path / "fashion_mnist")
     data, _ = data_cfg("fashion_mnist", root=str(tmp_path), download=False, val_size=0)
     ds = load_dataset(data)
     assert ds.train_images.shape == (20, 1, 32, 32) and ds.test_labels.tolist() == list(range(10))
 
 
-def fake_cifar(root, n=10):
-    folder = root / "cifar-10-batches-py"
-    folder.mkdir(parents=True)
-    for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
-        batch = {"data": torch.randint(0, 256, (n, 3072), dtype=torch.uint8).numpy(),
-                 "labels": list(range(n))}
-        (folder / name).write_bytes(pickle.dumps(batch))
-
-
 def test_cifar_from_local_files(tmp_path):
-    fake_cifar(tmp_path)
+    write_cifar(tmp_path)
     data, _ = data_cfg("cifar10", root=str(tmp_path), download=False, val_size=0)
     ds = load_dataset(data)
     assert ds.train_images.shape == (50, 3, 32, 32) and ds.test_images.shape == (10, 3, 32, 32)

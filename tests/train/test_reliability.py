@@ -6,7 +6,6 @@ import json
 import os
 import shutil
 import signal
-import struct
 import subprocess
 import sys
 import time
@@ -24,6 +23,7 @@ from roadmap.rundir import RunRefused
 from roadmap.train import train
 from roadmap.train.data import DataError, load_dataset
 from tests.cli import run_main
+from tests.fakes import write_fashion
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -245,15 +245,7 @@ def test_an_image_damaged_past_its_header_is_skipped_and_counted(tmp_path):
 @pytest.mark.parametrize("damage", ["truncated", "garbage", "short"])
 def test_corrupt_fashion_mnist_files_are_one_line(tmp_path, damage):
     folder = tmp_path / "fashion_mnist"
-    folder.mkdir()
-    for split, n in (("train", 20), ("t10k", 10)):
-        images = torch.randint(0, 256, (n, 28, 28), dtype=torch.uint8)
-        labels = torch.arange(n, dtype=torch.uint8) % 10
-        for name, array in ((f"{split}-images-idx3-ubyte", images),
-                            (f"{split}-labels-idx1-ubyte", labels)):
-            raw = struct.pack(">HBB", 0, 8, array.dim())
-            raw += struct.pack(f">{array.dim()}I", *array.shape) + array.numpy().tobytes()
-            (folder / (name + ".gz")).write_bytes(gzip.compress(raw))
+    write_fashion(folder)
     broken = folder / "train-images-idx3-ubyte.gz"
     raw = broken.read_bytes()
     broken.write_bytes({"truncated": raw[: len(raw) // 2], "garbage": b"\x1f\x8bgarbage" * 9,
@@ -285,6 +277,66 @@ def test_an_unreadable_last_pt_is_one_line_naming_it(tmp_path, content, trained)
     message = str(info.value)
     assert message.startswith(f"{tmp_path / 'last.pt'} is unreadable (") and "\n" not in message
     assert f"rm {tmp_path / 'last.pt'}" in message
+
+
+def unfinished_with(folder: Path, change) -> Path:
+    """The completed run in ``folder`` made unfinished, its last.pt changed by ``change``."""
+    (folder / "metrics.json").unlink()
+    path = folder / "last.pt"
+    checkpoint = torch.load(path, weights_only=True)
+    change(checkpoint)
+    torch.save(checkpoint, path)
+    return path
+
+
+def with_config(**changes):
+    def change(checkpoint):
+        config = json.loads(checkpoint["config"])
+        for key, value in changes.items():
+            node, _, leaf = key.rpartition(".")
+            (config[node] if node else config)[leaf] = value
+        checkpoint["config"] = json.dumps(config)
+    return change
+
+
+@pytest.mark.parametrize("change,differs", [
+    (with_config(seed=1), "seed"),  # seed 1's checkpoint in seed 0's directory
+    (with_config(**{"model.kernel_size": 7, "model.depthwise": True}),
+     "model.depthwise, model.kernel_size"),  # another architecture's
+])
+def test_another_runs_checkpoint_is_refused(tmp_path, trained, change, differs):
+    """Silent case 2: a last.pt copied from another run was resumed, its history adopted."""
+    path = unfinished_with(tmp_path, change)
+    kept = {p: p.read_bytes() for p in (path, tmp_path / "epochs.jsonl")}
+    code, stderr = run_main("step=resnet50", "preset=smoke", "logger=none", "epochs=1",
+                            f"hydra.run.dir={tmp_path}")
+    assert code == 2
+    assert stderr.strip() == (f"error: {path} is the checkpoint of another run (its config "
+                              f"differs in {differs}); fix: move it back to its own run "
+                              f"directory, or remove it to run this run from its start (rm "
+                              f"{path})")
+    assert {p: p.read_bytes() for p in kept} == kept  # the other run's checkpoint is kept
+
+
+def test_a_checkpoint_that_does_not_fit_the_model_is_one_line(tmp_path, trained):
+    path = unfinished_with(tmp_path, lambda c: c["model"].pop("stem.conv.weight"))
+    with pytest.raises(RunError) as info:
+        train(smoke("epochs=1"), tmp_path)
+    message = str(info.value)
+    assert message.startswith(f"{path} does not fit this run (RuntimeError: Error(s) in loading")
+    assert "\n" not in message and message.endswith(f"(rm {path})")
+
+
+def test_the_thread_count_is_recorded_and_a_resume_under_another_is_refused(tmp_path, trained):
+    """Silent case 5: a run could mix two thread counts' numbers, and did not say which."""
+    assert trained["threads"] == torch.get_num_threads()
+    path = unfinished_with(tmp_path, lambda c: c.update(threads=7))
+    with pytest.raises(RunRefused) as info:
+        train(smoke("epochs=1"), tmp_path)
+    assert str(info.value) == (
+        f"{path} was trained on 7 CPU threads and this process has {torch.get_num_threads()}: "
+        "the thread count moves the sums' last bits, so the run would mix two sets of numbers; "
+        f"fix: rerun with threads=7, or remove it to run this run from its start (rm {path})")
 
 
 def test_a_full_disk_is_one_line_and_leaves_no_temporary_files(tmp_path):
