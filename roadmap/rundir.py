@@ -47,6 +47,9 @@ from roadmap.schema import is_number
 
 LOCK, CONFIG, METRICS, EPOCHS, CHECKPOINT, HYDRA = (".lock", "config.json", "metrics.json",
                                                      "epochs.jsonl", "last.pt", ".hydra")
+REFUSED, MULTIRUN = "refused.jsonl", "multirun.yaml"
+"""In a sweep's folder: the runs a sweep refused (one JSON line each, appended by the job that
+refused), and Hydra's record of what the sweep asked for (written as the sweep starts)."""
 
 # -- which keys name a run ----------------------------------------------------------------------
 
@@ -122,6 +125,8 @@ def without_retired(config: dict) -> dict:
 
 
 def shown_keys(keys: list[str], most: int = 6) -> str:
+    """Dotted keys for a message: the top level's first (``preset_name`` before ``data.*``)."""
+    keys = sorted(keys, key=lambda k: (k.count("."), k))
     return ", ".join(keys[:most]) + (f" and {len(keys) - most} more" if len(keys) > most else "")
 
 
@@ -262,6 +267,20 @@ class RunDir:
         os.write(fd, f"pid {os.getpid()} on {socket.gethostname()} since "
                      f"{time.strftime('%Y-%m-%d %H:%M:%S')}\n".encode())
         self._fd = fd
+
+    def busy(self) -> bool:
+        """Whether another process holds the directory's lock (is writing the run)."""
+        try:
+            fd = os.open(self.path / LOCK, os.O_RDONLY)
+        except OSError:
+            return False
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+            return False
+        except BlockingIOError:
+            return True
+        finally:
+            os.close(fd)
 
     def unlock(self) -> None:
         if self._fd is not None:
@@ -455,6 +474,44 @@ class RunDir:
         if not self.path.name.startswith("seed") or not seed.lstrip("-").isdigit():
             return {}
         return {"step": step, "variant": name, "seed": int(seed)}
+
+
+# -- a sweep's folder ---------------------------------------------------------------------------
+
+def record_refusal(run_dir: Path, sweep_dir: Path, reason: str) -> None:
+    """Note in the sweep's folder that the sweep refused ``run_dir`` (it holds another
+    config's run, which is left untouched), and why."""
+    line = json.dumps({"run": str(Path(run_dir).relative_to(sweep_dir)), "time": time.time(),
+                       "reason": reason})
+    with open(Path(sweep_dir) / REFUSED, "a") as f:
+        f.write(line + "\n")
+
+
+def sweep_started(sweep_dir: Path) -> float | None:
+    """When the sweep last run into ``sweep_dir`` started (its ``multirun.yaml``), or None."""
+    try:
+        return (Path(sweep_dir) / MULTIRUN).stat().st_mtime
+    except OSError:
+        return None
+
+
+def refusals(sweep_dir: Path, since: float | None = None) -> dict[str, str]:
+    """``{run subdir: reason}`` of the runs refused since ``since`` (default: since the last
+    sweep started); a damaged line is skipped."""
+    since = sweep_started(sweep_dir) if since is None else since
+    try:
+        lines = (Path(sweep_dir) / REFUSED).read_text().splitlines()
+    except (OSError, UnicodeDecodeError):
+        return {}
+    found = {}
+    for line in lines:
+        try:
+            entry = json.loads(line)
+            if since is None or entry["time"] >= since:
+                found[str(entry["run"])] = str(entry["reason"])
+        except (ValueError, TypeError, KeyError):
+            continue
+    return found
 
 
 def find_run_dirs(sweep_dir: Path) -> list[RunDir]:

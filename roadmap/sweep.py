@@ -81,20 +81,26 @@ class Watch:
     def poll(self) -> list[str]:
         """The lines for what changed since the last poll."""
         from roadmap.results.collect import expected_runs
-        from roadmap.rundir import RunDir, subdir
+        from roadmap.rundir import RunDir, refusals, subdir
 
         if self.jobs is None:
-            self.jobs = expected_runs(self.out)
+            try:
+                self.jobs = expected_runs(self.out)
+            except ValueError:  # being written
+                return []
             if self.jobs is None:  # Hydra has not written multirun.yaml yet
                 return []
         first, lines = not self.seen, []
+        refused = refusals(self.out, self.started)
         for step, name, seed in self.jobs:
-            run = RunDir(self.out / subdir(step, name, seed))
-            (state, record), key = self._state(run), (step, name, seed)
+            where = subdir(step, name, seed)
+            run = RunDir(self.out / where)
+            key = (step, name, seed)
+            state, record = ("refused", None) if where in refused else self._state(run)
             if state == self.seen.get(key) or state == "waiting":
                 continue
             self.seen[key] = state
-            if state != "running" and not run.ended_after(self.started):
+            if state not in ("running", "refused") and not run.ended_after(self.started):
                 continue  # finished before this sweep began: counted, not announced
             self.trained += state != "running"
             lines.append(self._line(step, name, seed, state, record))

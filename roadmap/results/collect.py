@@ -22,7 +22,7 @@ from roadmap.errors import first_line
 from roadmap.ladder import LADDERS, ladder_steps
 from roadmap.results.stats import t_interval, welch_interval
 from roadmap.results.text import change, made_by, mean_std
-from roadmap.rundir import CorruptRecord, RunDir, find_run_dirs, variant
+from roadmap.rundir import MULTIRUN, CorruptRecord, RunDir, find_run_dirs, refusals, variant
 
 OUTPUTS = ("results.csv", "results.md", "runs.csv")
 MODEL_PREFIX = "model."
@@ -76,21 +76,37 @@ def prefixed(prefix: str, values) -> dict:
 
 
 def find_runs(sweep_dir: Path) -> list[dict]:
-    runs = [read_run(run) for run in find_run_dirs(sweep_dir)]
-    return [r for r in runs if "step" in r or r["status"] == "corrupt"]
+    """Every run directory of the sweep as a row; one the last sweep refused (it holds another
+    config's run, :func:`roadmap.rundir.refusals`) is a ``refused`` row with the reason, never
+    that other run's numbers."""
+    refused = refusals(sweep_dir)
+    runs = []
+    for run in find_run_dirs(sweep_dir):
+        row = read_run(run)
+        reason = refused.get(str(run.path.relative_to(sweep_dir)))
+        if reason is not None:
+            row = {"run_dir": row["run_dir"], **run.identity_from_name(), "status": "refused",
+                   "error": reason}
+        if "step" in row or row["status"] == "corrupt":
+            runs.append(row)
+    return runs
 
 
 # -- what the sweep asked for -------------------------------------------------------------------
 
 def expected_runs(sweep_dir: Path) -> list[tuple[str, str, int]] | None:
-    """(step, variant, seed) of every job in the sweep's ``multirun.yaml``; None if absent."""
-    path = sweep_dir / "multirun.yaml"
+    """(step, variant, seed) of every job in the sweep's ``multirun.yaml``; None if absent, a
+    ValueError naming the file if it cannot be read as Hydra's."""
+    path = Path(sweep_dir) / MULTIRUN
     if not path.is_file():
         return None
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
-    cfg = OmegaConf.load(path)
-    parsed = OverridesParser.create().parse_overrides(list(cfg.hydra.overrides.task))
+    try:
+        task = list(OmegaConf.load(path).hydra.overrides.task)
+        parsed = OverridesParser.create().parse_overrides(task)
+    except Exception as exc:
+        raise ValueError(f"{path} is unreadable ({_error(exc)})") from None
     axes = []
     for override in parsed:
         key = override.get_key_element()
@@ -209,7 +225,11 @@ def _fmt(value, pattern: str) -> str:
     return pattern.format(value)
 
 
-def to_markdown(table: pd.DataFrame, runs: list[dict], sweep_dir: Path) -> str:
+def to_markdown(table: pd.DataFrame, runs: list[dict], sweep_dir: Path,
+                notes: list[str] = ()) -> str:
+    head = [f"# Results: {sweep_dir}", "", *[f"Note: {n}\n" for n in notes]]
+    if table.empty:
+        return "\n".join([*head, f"No runs found in {sweep_dir}.", ""])
     show = pd.DataFrame({
         "#": table["index"], "step": table["step"],
         "variant": table["variant"],
@@ -231,7 +251,7 @@ def to_markdown(table: pd.DataFrame, runs: list[dict], sweep_dir: Path) -> str:
     })
     if not any(table["variant"]):
         show = show.drop(columns="variant")
-    lines = [f"# Results: {sweep_dir}", "", f"Made by {made_by(runs)}.", "",
+    lines = [*head, f"Made by {made_by(runs)}.", "",
              "Validation top-1 (held out of the training set; what choices are made on) and "
              "test top-1 (reported only), mean ± std over seeds; the test top-1's 95% CI of "
              "the mean (t) and change against the parent step (the adopted step it builds on) "
@@ -259,16 +279,24 @@ def collect(sweep_dir: str | Path, out: str | Path | None = None) -> pd.DataFram
     out.mkdir(parents=True, exist_ok=True)
     for name in OUTPUTS:  # never leave a previous sweep's tables looking like this one's
         (out / name).unlink(missing_ok=True)
+    notes = []
     try:
+        try:
+            expected = expected_runs(sweep_dir)
+        except ValueError as exc:
+            expected = None
+            notes.append(f"{exc}; the table lists the runs found, not the runs asked for")
         runs = find_runs(sweep_dir)
-        table = summarise(runs, expected_runs(sweep_dir))
+        table = summarise(runs, expected)
     except Exception as exc:
         (out / "results.md").write_text(f"# Results: {sweep_dir}\n\nNo table: collecting "
                                         f"failed ({_error(exc)}).\n")
         raise
     table.to_csv(out / "results.csv", index=False)
     pd.DataFrame(runs).to_csv(out / "runs.csv", index=False)
-    (out / "results.md").write_text(to_markdown(table, runs, sweep_dir))
+    (out / "results.md").write_text(to_markdown(table, runs, sweep_dir, notes))
+    for note in notes:
+        print(f"roadmap.results.collect: {note}", file=sys.stderr)
     return table
 
 

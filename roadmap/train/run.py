@@ -100,6 +100,8 @@ def run_and_record(cfg: DictConfig, directory: RunDir, dist: Dist, config: dict,
     started = time.time()
     try:
         return run_epochs(settings(cfg), directory, dist, config, values, identity(cfg))
+    except KeyboardInterrupt:  # not an end: the run resumes from its checkpoint when rerun
+        raise
     except Diverged as exc:
         record = RunRecord(identity(cfg), "diverged", {"wall_s": time.time() - started},
                            str(exc))

@@ -87,7 +87,13 @@ def test_failures_are_rows_and_the_sweep_ends_nonzero(tmp_path):
     out = tmp_path / "sweep"
     # resnet50 is not a step of the resnet200 ladder: that run fails, the other completes
     result = sweep(out, "step=resnet200,resnet50", "ladder=resnet200", "seed=0,1", *SMOKE)
-    assert result.returncode != 0
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    failed = [line for line in result.stderr.splitlines() if ": failed: " in line]
+    assert [line.partition("; its steps")[0] for line in failed] == [
+        f"roadmap: resnet50 (epochs=1) seed {s}: failed: step=resnet50 is not on "
+        "ladder=resnet200" for s in (0, 1)]
+    assert result.stderr.strip().splitlines()[-1] == (f"roadmap: sweep {out}: 4 runs: 2 "
+                                                      "completed, 2 failed")
     assert (out / "resnet200,epochs=1" / "seed1" / "metrics.json").is_file()
     # a corrupt run directory and a run that never started
     (out / "resnet200,epochs=1" / "seed1" / "metrics.json").write_text("{not json")
@@ -105,6 +111,47 @@ def test_failures_are_rows_and_the_sweep_ends_nonzero(tmp_path):
     shutil.rmtree(out / "resnet200,epochs=1" / "seed0")
     rows = {r["step"]: r for r in collect(out).to_dict("records")}
     assert "seed 0 missing" in rows["resnet200"]["status"]
+
+
+def children(pid: int) -> set[int]:
+    """The processes whose parent is ``pid`` (read from /proc)."""
+    found = set()
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            if int(stat.read_text().rpartition(")")[2].split()[1]) == pid:
+                found.add(int(stat.parent.name))
+        except (OSError, ValueError, IndexError):
+            continue
+    return found
+
+
+def alive(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def test_kill_9_of_a_joblib_sweep_leaves_no_process_behind(tmp_path):
+    """Its loky workers (and their resource trackers) end once the sweep's process is gone;
+    they used to finish their runs holding the locks."""
+    out = tmp_path / "sweep"
+    proc = subprocess.Popen([sys.executable, "-m", "roadmap.train", "--multirun",
+                             "hydra/launcher=joblib", "hydra.launcher.n_jobs=2",
+                             "step=resnet50,recipe", "preset=smoke", "logger=none", "epochs=200",
+                             f"hydra.sweep.dir={out}"], cwd=ROOT, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    deadline = time.time() + 120
+    while time.time() < deadline and len(list(out.glob("*/seed0/epochs.jsonl"))) < 2:
+        time.sleep(0.1)
+    workers = children(proc.pid)
+    assert len(workers) >= 2 and proc.poll() is None, "the workers did not start training"
+    proc.kill()
+    proc.wait()
+    deadline = time.time() + 30
+    while time.time() < deadline and any(alive(p) for p in workers):
+        time.sleep(0.2)
+    assert not [p for p in workers if alive(p)]
 
 
 @pytest.mark.parametrize("launcher", ["submitit_local", "joblib"])

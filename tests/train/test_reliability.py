@@ -76,17 +76,29 @@ def test_a_run_made_before_augment_batches_existed_is_still_its_config(tmp_path,
 
 
 def test_a_sweep_into_the_same_out_with_another_preset_is_refused(tmp_path):
+    """Silent case 4: only the first refusal was printed (as a traceback) and the table showed
+    the other preset's runs as "ok" under the command that asked for these."""
     out = tmp_path / "sweep"
-    args = ["step=resnet50", "logger=none", "epochs=1"]
+    args = ["step=resnet50,recipe", "logger=none", "epochs=1"]
     code, stderr = run_main("--multirun", *args, "preset=smoke", f"hydra.sweep.dir={out}")
     assert code == 0, stderr[-2000:]
-    before = snapshot(out / "resnet50,epochs=1")
-    # the same subdirectories, another data set
+    before = snapshot(out)
+    # the same subdirectories, another data set: every run refused, one line each, untouched
     code, stderr = run_main("--multirun", *args, "preset=cpu", f"hydra.sweep.dir={out}")
-    assert code != 0
-    assert "holds a run with another config (differs in" in stderr
-    assert snapshot(out / "resnet50,epochs=1") == before  # .hydra/ and metrics untouched
-    assert collect(out)["status"].tolist() == ["ok"]
+    assert code == 1 and "Traceback" not in stderr
+    refused = [line for line in stderr.splitlines() if ": refused: " in line]
+    assert [line.split(":")[1].strip() for line in refused] == [
+        "resnet50 (epochs=1) seed 0", "recipe (epochs=1) seed 0"]
+    assert all("holds a run with another config (differs in batch_size, eval_batch_size"
+               in line and "preset_name" in line for line in refused)
+    assert stderr.strip().splitlines()[-1] == f"roadmap: sweep {out}: 2 runs: 2 refused"
+    assert {p: b for p, b in snapshot(out).items() if p.parent != out} == \
+        {p: b for p, b in before.items() if p.parent != out}  # every run's files untouched
+    table = collect(out)
+    assert table["status"].str.startswith("seed 0 refused: ").all() and table["n"].eq(0).all()
+    # the table follows the last sweep: the first command again is its own table again
+    assert run_main("--multirun", *args, "preset=smoke", f"hydra.sweep.dir={out}")[0] == 0
+    assert collect(out)["status"].tolist() == ["ok", "ok"]
 
 
 # -- 2. one writer per run directory ------------------------------------------------------------
@@ -95,7 +107,7 @@ def test_a_second_writer_fails_at_once_naming_the_holder(tmp_path):
     args = ["step=resnet50", "preset=smoke", "logger=none", "epochs=100",
             f"hydra.run.dir={tmp_path}"]
     first = subprocess.Popen([sys.executable, "-m", "roadmap.train", *args], cwd=ROOT,
-                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
                              env={**os.environ, "OMP_NUM_THREADS": "1"})  # a core for the others
     deadline = time.time() + 120
     while time.time() < deadline and not (tmp_path / "config.json").is_file():
@@ -106,8 +118,11 @@ def test_a_second_writer_fails_at_once_naming_the_holder(tmp_path):
         assert result.returncode == 2 and time.time() - t0 < 60
         assert f"is being written by pid {first.pid} on" in last_line(result)
     assert first.poll() is None, "the first run ended before the second writer came"
-    first.send_signal(signal.SIGKILL)
-    first.wait()
+    first.send_signal(signal.SIGINT)  # Ctrl-C: one line, exit code 130, nothing recorded
+    stderr = first.communicate(timeout=60)[1]
+    assert first.returncode == 130 and "Traceback" not in stderr
+    assert stderr.strip().splitlines()[-1] == ("roadmap: interrupted; rerun the same command to "
+                                               "resume")
     # one writer's files only: its epochs in order, its checkpoint, its config
     done = torch.load(tmp_path / "last.pt", weights_only=True)["epoch"]
     lines = (tmp_path / "epochs.jsonl").read_text().splitlines()
@@ -384,8 +399,21 @@ def test_collect_marks_odd_run_directories_corrupt_and_rewrites_the_table(tmp_pa
     assert "seed 1 corrupt: .hydra/ config unreadable" in rows["stage_ratio"]
     assert rows["patchify_stem"] == "ok"
     assert (table["variant"] == "data.train_size=200,epochs=1").all()
+    (out / "patchify_stem,data.train_size=200,epochs=1/seed1/metrics.json").write_text(
+        '{"status": "completed", "top1": NaN, "params": 1, "gflops": 1}')
+    (out / "multirun.yaml").write_text("hydra: [garbage")
+    table = collect(out)  # a NaN top-1 is not a result; a garbage multirun.yaml is a note
+    rows = {r["step"]: r["status"] for r in table.to_dict("records")}
+    assert "seed 1 corrupt: metrics.json says completed but lacks top1" in rows["patchify_stem"]
     md = (out / "results.md").read_text()
     assert "a previous sweep" not in md and "corrupt" in md
+    assert f"Note: {out / 'multirun.yaml'} is unreadable (" in md
+
+
+def test_collect_on_an_empty_folder_writes_an_empty_table(tmp_path):
+    assert collect(tmp_path).empty
+    assert (tmp_path / "results.md").read_text() == (f"# Results: {tmp_path}\n\nNo runs found "
+                                                     f"in {tmp_path}.\n")
 
 
 # -- 8. smaller ------------------------------------------------------------------------------------
