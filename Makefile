@@ -48,18 +48,18 @@ OUT ?= runs/$(LADDER)-$(PRESET)
 ARGS ?=
 
 roadmap: $(STAMP) data ## every step of the ladder as one resumable sweep + its results table (PRESET SEEDS LADDER OUT ARGS)
-	@exec $(PY) -m roadmap.sweep $(OUT) --preset $(PRESET) --seeds $(SEEDS) --ladder $(LADDER) -- $(ARGS)
+	@exec $(PY) -m roadmap.sweep '$(OUT)' --preset $(PRESET) --seeds $(SEEDS) --ladder $(LADDER) -- $(ARGS)
 
 RESULTS ?= $(OUT)/results.csv
 
 collect: $(STAMP) ## the results tables of a sweep (OUT=runs/...)
-	$(PY) -m roadmap.results.collect $(OUT)
+	$(PY) -m roadmap.results.collect '$(OUT)'
 
 plots: $(STAMP) ## the figures (PNG) of a results table (RESULTS=.../results.csv), beside it
-	$(PY) -m roadmap.results.plots $(RESULTS)
+	$(PY) -m roadmap.results.plots '$(RESULTS)'
 
 notebook: $(STAMP) ## execute analysis/ladder.py on RESULTS, writing an .ipynb beside the table
-	$(PY) -m roadmap.results.notebooks analysis/ladder.py $(RESULTS) --out $(dir $(RESULTS))ladder.ipynb
+	$(PY) -m roadmap.results.notebooks analysis/ladder.py '$(RESULTS)'
 
 protocol: $(STAMP) data ## the cpu protocol grid (24 runs, resumable) + the selection rule -> conf/protocol/cpu*.yaml
 	$(PY) -m roadmap.studies.protocol grid runs/protocol

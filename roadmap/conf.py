@@ -111,12 +111,26 @@ def composition_error(message: str, cause: BaseException | str | None = None) ->
     override = re.search(r"override (\S+=\S*)", message)
     wanted = re.search(r"(?:converted to|not a valid) (\w+)", str(cause or message))
     if override and wanted and wanted.group(1) in TYPE_RULES:
-        return f"{override.group(1)} is invalid: {TYPE_RULES[wanted.group(1)]}"
+        rule = TYPE_RULES[wanted.group(1)]
+        if re.search(r"full_key: \S+\[\d+\]", str(cause or message)):  # an item of a list
+            rule = rule.replace("must be an integer", "must be a list of integers").replace(
+                "must be a number", "must be a list of numbers")
+        return f"{override.group(1)} is invalid: {rule}"
+    option = re.search(r"Could not find '(\w+)/([^']*)'", message)
+    if option:
+        group, value = option.groups()
+        return f"{group}={value} is invalid; valid values: {', '.join(choices(group))}"
     unknown = re.search(r"Could not override '([^']+)'", message)
     if unknown:
         return (f"{unknown.group(1)} is not a key of the config; check its spelling (every "
                 "key: roadmap/schema.py)")
     return one_line(message, cause)
+
+
+def choices(group: str) -> list[str]:
+    """The options of a config group (``conf/<group>/*.yaml``), the data schemas left out."""
+    folder = CONF_DIR / group
+    return sorted(p.stem for p in folder.glob("*.yaml") if not p.stem.startswith("schema_"))
 
 
 def one_line(message: str, cause: BaseException | str | None = None) -> str:

@@ -254,8 +254,14 @@ class RunDir:
 
     def lock(self) -> None:
         """Become the directory's only writer, or raise :class:`RunLocked` at once."""
-        self.path.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.path / LOCK, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            self.path.mkdir(parents=True, exist_ok=True)
+            fd = os.open(self.path / LOCK, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as exc:
+            raise RunError(f"{self.path / LOCK} cannot be opened as the run's lock "
+                           f"({type(exc).__name__}: {first_line(exc)}); fix: remove it if it is "
+                           "not a file (it holds nothing of the run), or choose another "
+                           "hydra.run.dir") from None
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -451,9 +457,11 @@ class RunDir:
         """What Hydra writes into ``.hydra/``: the job's config, Hydra's, and the overrides."""
         out = self.path / HYDRA
         out.mkdir(parents=True, exist_ok=True)
-        OmegaConf.save(cfg, out / "config.yaml")
-        OmegaConf.save(OmegaConf.create({"hydra": hydra_cfg}), out / "hydra.yaml")
-        OmegaConf.save(hydra_cfg.overrides.task, out / "overrides.yaml")
+        for name, node in (("config.yaml", cfg),
+                           ("hydra.yaml", OmegaConf.create({"hydra": hydra_cfg})),
+                           ("overrides.yaml", hydra_cfg.overrides.task)):
+            text = OmegaConf.to_yaml(node).encode()
+            atomic_write(out / name, lambda f, text=text: f.write(text))
 
     def is_run(self) -> bool:
         return (self.path / HYDRA / "config.yaml").is_file() or (self.path / METRICS).is_file()

@@ -18,7 +18,7 @@ from typing import Any, ClassVar
 
 from omegaconf import MISSING
 
-from roadmap.errors import RunError
+from roadmap.errors import RunError, shown
 from roadmap.models import ModelConfig, scaled_values
 
 DEVICES = ("auto", "cpu", "cuda")
@@ -32,17 +32,6 @@ INTERPOLATIONS = ("bilinear", "bicubic", "nearest")
 LOGGERS = ("wandb", "none")
 WANDB_MODES = ("offline", "online", "disabled")
 DATASETS = ("fashion_mnist", "cifar10", "cifar100", "imagefolder", "synthetic")
-
-
-def _shown(value: Any) -> str:
-    """A value as the user typed it: ``0`` not ``0.0``, ``true`` not ``True``."""
-    if isinstance(value, bool):
-        return str(value).lower()
-    if isinstance(value, float) and value.is_integer():
-        return str(int(value))
-    if isinstance(value, (list, tuple)):
-        return "[" + ",".join(_shown(v) for v in value) + "]"
-    return str(value)
 
 
 def _is_int(value: Any) -> bool:
@@ -61,7 +50,7 @@ class Checked:
 
     def _bad(self, key: str, rule: str, sep: str = ":") -> RunError:
         value = getattr(self, key)
-        return RunError(f"{self.PREFIX}{key}={_shown(value)} is invalid{sep} {rule}")
+        return RunError(f"{self.PREFIX}{key}={shown(value)} is invalid{sep} {rule}")
 
     def integer(self, key: str, least: int | None = None, null: bool = False) -> None:
         value = getattr(self, key)
@@ -82,16 +71,16 @@ class Checked:
             high is None or (value < high if open_high else value <= high))
         if not ok:
             if high is None:
-                rule = f"must be a number {'>' if open_low else '>='} {_shown(low)}"
+                rule = f"must be a number {'>' if open_low else '>='} {shown(low)}"
             else:
-                rule = (f"must be a number in {'(' if open_low else '['}{_shown(low)}, "
-                        f"{_shown(high)}{')' if open_high else ']'}")
+                rule = (f"must be a number in {'(' if open_low else '['}{shown(low)}, "
+                        f"{shown(high)}{')' if open_high else ']'}")
             raise self._bad(key, rule + (f", or null {null}" if null else ""))
 
     def choice(self, key: str, choices: tuple) -> None:
         value = getattr(self, key)
         if not any(value == c and type(value) is type(c) for c in choices):
-            raise self._bad(key, "valid values: " + ", ".join(_shown(c) for c in choices), ";")
+            raise self._bad(key, "valid values: " + ", ".join(shown(c) for c in choices), ";")
 
 
 @dataclass
@@ -239,6 +228,13 @@ class DataConfig(Checked):
         if not all(is_number(s) and s > 0 for s in self.std):
             raise self._bad("std", "every value must be a number > 0")
 
+    def below_image_size(self, key: str) -> None:
+        """An integer in [0, image_size): a crop's padding."""
+        value = getattr(self, key)
+        if not _is_int(value) or not 0 <= value < self.image_size:
+            raise self._bad(key, f"must be an integer in [0, {self.image_size}) (below "
+                                 "data.image_size)")
+
 
 @dataclass
 class ArchiveDataConfig(DataConfig):
@@ -250,7 +246,7 @@ class ArchiveDataConfig(DataConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        self.integer("padding", 0)
+        self.below_image_size("padding")
 
 
 @dataclass
@@ -267,7 +263,7 @@ class SyntheticDataConfig(DataConfig):
         self.integer("train_size", 1)
         self.integer("test_size", 1)
         self.number("noise", 0)
-        self.integer("padding", 0)
+        self.below_image_size("padding")
 
 
 @dataclass

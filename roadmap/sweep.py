@@ -177,6 +177,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     status = run_sweep(command, Path(args.out))
+    if not Path(args.out).is_dir():  # the sweep did not start (Hydra said why)
+        return status or 1
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the tables are written, even on a 2nd Ctrl-C
     if report(Path(args.out)) != 0:
         status = status or 1

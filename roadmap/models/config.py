@@ -12,6 +12,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from roadmap.errors import shown
+
 STEMS = ("resnet", "patchify")
 SPATIAL_CONV_POSITIONS = ("middle", "top")
 ACTIVATIONS = ("relu", "gelu")
@@ -103,7 +105,7 @@ class ModelConfig:
     # -- validation ---------------------------------------------------------------------
     def validate(self) -> None:
         def bad(flag: str, reason: str) -> ConfigError:
-            return ConfigError(f"model.{flag}={getattr(self, flag)!r} is invalid: {reason}")
+            return ConfigError(f"model.{flag}={shown(getattr(self, flag))} is invalid: {reason}")
 
         def check_int(flag: str, minimum: int) -> None:
             value = getattr(self, flag)

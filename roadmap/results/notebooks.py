@@ -39,8 +39,10 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description="execute an analysis notebook on a table")
     parser.add_argument("notebook")
     parser.add_argument("results")
-    parser.add_argument("--out", help="write the executed notebook (.ipynb) here")
+    parser.add_argument("--out", help="write the executed notebook (.ipynb) here (default: "
+                        "beside the table, named after the notebook)")
     args = parser.parse_args(argv)
+    args.out = args.out or str(Path(args.results).parent / (Path(args.notebook).stem + ".ipynb"))
     execute(args.notebook, args.results, args.out)
     print(f"executed {args.notebook} on {args.results}" + (f" -> {args.out}" if args.out else ""))
     return 0

@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from typing import TYPE_CHECKING, Protocol
 
 import torch
+from PIL import Image
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
 
 from roadmap.train.augment import (
@@ -115,12 +116,15 @@ def _path(images, index: int) -> str:
 
 class Transformed(Dataset):
     """An image folder whose images pass through ``transform``. An image that cannot be decoded
-    is reported (its path, once per process), counted in ``skipped`` (shared by the loader's
-    worker processes) and replaced by the next readable one, so a damaged file never stops a
-    run hours in."""
+    (a decompression bomb included) is reported (its path, once per process), counted in
+    ``skipped`` (shared by the loader's worker processes) and, for training, replaced by the
+    next readable one, so a damaged file never stops a run hours in. For evaluation
+    (``replace`` false) it is left out: a blank image labelled :data:`LEFT_OUT`, which
+    :func:`roadmap.train.loop.evaluate` drops and counts, so top-1 is measured on the readable
+    images and says how many were not."""
 
-    def __init__(self, images, transform) -> None:
-        self.images, self.transform = images, transform
+    def __init__(self, images, transform, replace: bool = True) -> None:
+        self.images, self.transform, self.replace = images, transform, replace
         self.skipped = multiprocessing.Value("i", 0)
         self._reported: set[int] = set()
 
@@ -132,8 +136,10 @@ class Transformed(Dataset):
             i = (index + attempt) % len(self.images)
             try:
                 image, label = self.images[i]
-            except (OSError, ValueError, SyntaxError) as exc:  # PIL's decoding errors
+            except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
                 self._skip(i, exc)
+                if not self.replace:
+                    return self.transform(Image.new("RGB", (8, 8))), LEFT_OUT
                 continue
             return self.transform(image), label
         raise RuntimeError("no image of the folder can be decoded")
@@ -186,9 +192,13 @@ class FolderTrainLoader:
             yield self.mix(x, y) if self.mix is not None else (x, y)
 
 
+LEFT_OUT = -1
+"""The label of an evaluation image that could not be decoded."""
+
+
 def folder_eval_loader(images: Dataset, batch_size: int, data: FolderDataConfig,
                        recipe: RecipeConfig, workers: int, rank: int, world: int) -> DataLoader:
     """Batches of a held-out image set (test, or the validation subset of train/)."""
-    test = Transformed(images, folder_eval_transform(data, recipe))
+    test = Transformed(images, folder_eval_transform(data, recipe), replace=False)
     return DataLoader(test, batch_size=batch_size, sampler=ShardSampler(len(test), rank, world),
                       num_workers=workers)

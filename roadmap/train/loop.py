@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from roadmap.runtime import Dist
+from roadmap.train.loaders import LEFT_OUT
 
 
 class Diverged(RuntimeError):
@@ -147,11 +148,16 @@ def train_epoch(stepper: Stepper, batches: Iterable, n_batches: int, epoch: int,
 @torch.no_grad()
 def evaluate(model: nn.Module, batches, device: torch.device, dist: Dist,
              autocast: Callable = contextlib.nullcontext) -> dict[str, float]:
-    """Loss, top-1 and top-5 (%) over every process's share of the evaluation set."""
+    """Loss, top-1 and top-5 (%) over every process's share of the evaluation set, and the
+    images ``skipped`` (labelled :data:`~roadmap.train.loaders.LEFT_OUT`: not decodable)."""
     model.eval()
-    loss_sum, top1, top5, count = 0.0, 0.0, 0.0, 0.0
+    loss_sum, top1, top5, count, skipped = 0.0, 0.0, 0.0, 0.0, 0.0
     for x, y in batches:
         x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+        keep = y != LEFT_OUT
+        if not keep.all():
+            skipped += (~keep).sum().item()
+            x, y = x[keep], y[keep]
         with autocast():
             logits = model(x)
         logits = logits.float()
@@ -161,5 +167,7 @@ def evaluate(model: nn.Module, batches, device: torch.device, dist: Dist,
         top1 += hits[:, 0].sum().item()
         top5 += hits.any(dim=1).sum().item()
         count += len(y)
-    loss_sum, top1, top5, count = dist.all_sum([loss_sum, top1, top5, count], device)
-    return {"loss": loss_sum / count, "top1": 100 * top1 / count, "top5": 100 * top5 / count}
+    loss_sum, top1, top5, count, skipped = dist.all_sum([loss_sum, top1, top5, count, skipped],
+                                                        device)
+    return {"loss": loss_sum / count, "top1": 100 * top1 / count, "top5": 100 * top5 / count,
+            "skipped": int(skipped)}

@@ -178,14 +178,18 @@ def run_epoch(cfg: TrainConfig, run: Run, epoch: int, progress: Progress) -> dic
     if run.val_batches is not None:
         val = evaluate(stepper.net, run.val_batches, run.device, run.dist, stepper.autocast)
         record.update(val_loss=val["loss"], val_top1=val["top1"], val_top5=val["top5"])
+        if val["skipped"]:
+            record["skipped_val_images"] = val["skipped"]
     record.update(test_loss=results["loss"], top1=results["top1"], top5=results["top5"],
                   lr=stepper.optimizer.param_groups[0]["lr"],
                   train_images_per_s=stats.images * world / stats.seconds,
                   epoch_s=stats.seconds, skipped_images=run.train_batches.skipped)
+    if results["skipped"]:
+        record["skipped_test_images"] = results["skipped"]
     if stepper.ema is not None:
         ema_results = evaluate(stepper.ema.module, run.eval_batches, run.device, run.dist,
                                stepper.autocast)
-        record.update({f"ema_{k}": v for k, v in ema_results.items()})
+        record.update({f"ema_{k}": v for k, v in ema_results.items() if k != "skipped"})
     return record
 
 
@@ -231,7 +235,7 @@ def final_record(cfg: TrainConfig, run: Run, progress: Progress, named: dict) ->
         "paper_gflops": run.step.paper_gflops, "paper_top1": run.step.paper_top1,
         "train_images_per_s": (progress.train_images / progress.train_seconds
                                if progress.train_seconds else None),
-        "wall_s": progress.wall_s,
+        "wall_s": progress.wall_s, "skipped_test_images": final.get("skipped_test_images", 0),
         "lr": run.lr, "total_batch": run.total_batch,
         "n_train": run.n_train, "world_size": run.dist.world, "device": str(run.device),
         "torch": torch.__version__, "commit": code_version(),

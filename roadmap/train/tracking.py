@@ -35,6 +35,9 @@ class WandbTracker(NullTracker):
         import wandb
 
         os.environ.setdefault("WANDB_SILENT", "true")
+        if not (os.environ.get("HOME") or os.environ.get("XDG_CACHE_HOME")):
+            # else wandb's service logs ~18 lines about the cache it cannot place
+            os.environ["XDG_CACHE_HOME"] = str(Path(run_dir).resolve() / "wandb" / ".cache")
         self.wandb = wandb
         options = dict(project=logger.project, entity=logger.entity, group=logger.group,
                        tags=list(logger.tags), name=name, dir=str(run_dir), config=config,

@@ -176,7 +176,7 @@ def test_layer_scale_and_init():
     (dict(kernel_size=0), "model.kernel_size=0 is invalid"),
     (dict(depths=(3, -1, 6, 3)), "model.depths="),
     (dict(depths=()), "model.depths="),
-    (dict(norm="group"), "model.norm='group' is invalid: valid values: batch, layer"),
+    (dict(norm="group"), "model.norm=group is invalid: valid values: batch, layer"),
     (dict(activation="swish"), "valid values: relu, gelu"),
     (dict(stem="conv"), "valid values: resnet, patchify"),
     (dict(spatial_conv="bottom"), "valid values: middle, top"),

@@ -243,18 +243,28 @@ def test_a_file_that_is_not_an_image_fails_at_start_naming_it(tmp_path):
     assert not (tmp_path / "run" / "last.pt").exists()
 
 
-def test_an_image_damaged_past_its_header_is_skipped_and_counted(tmp_path):
-    make_folder(tmp_path)
-    damaged = tmp_path / "train" / "class0" / "2.jpg"
+def half_a_jpeg(path: Path) -> None:
+    """A JPEG at ``path`` whose header survives and half of whose data do not."""
     noise = torch.randint(0, 256, (64, 64, 3), dtype=torch.uint8).numpy()
-    Image.fromarray(noise).save(damaged, quality=95)
-    raw = damaged.read_bytes()
-    damaged.write_bytes(raw[: len(raw) // 2])  # the header survives, half the data do not
-    (tmp_path / "train" / "class0" / "2.png").unlink()
-    metrics = train(smoke(*folder_args(tmp_path)), tmp_path / "run")
+    Image.fromarray(noise).save(path, quality=95)
+    raw = path.read_bytes()
+    path.write_bytes(raw[: len(raw) // 2])
+    path.with_suffix(".png").unlink()
+
+
+def test_images_damaged_past_their_header_are_skipped_and_counted(tmp_path, monkeypatch):
+    """Training replaces them by the next readable one; evaluation leaves them out (it used to
+    replace them too, silently) and says how many; a decompression bomb is one of them."""
+    make_folder(tmp_path)
+    half_a_jpeg(tmp_path / "train" / "class0" / "2.jpg")
+    half_a_jpeg(tmp_path / "val" / "class1" / "4.jpg")
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 2000)  # 40x36 images pass, 100x100 is a bomb
+    Image.new("RGB", (100, 100)).save(tmp_path / "train" / "class2" / "0.png")
+    metrics = train(smoke(*folder_args(tmp_path), "data.check_images=false"), tmp_path / "run")
     assert metrics["status"] == "completed"
     record = json.loads((tmp_path / "run" / "epochs.jsonl").read_text().splitlines()[-1])
-    assert record["skipped_images"] == 1
+    assert record["skipped_images"] == 2 and record["skipped_test_images"] == 1
+    assert (record["top1"] * 17 / 100) == pytest.approx(round(record["top1"] * 17 / 100))
 
 
 @pytest.mark.parametrize("damage", ["truncated", "garbage", "short"])
