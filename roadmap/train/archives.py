@@ -3,7 +3,7 @@ Fashion-MNIST's four idx files and CIFAR's python pickles.
 
 Each reader returns :class:`Arrays`: the images as uint8 ``(N, C, H, W)`` padded to
 ``data.image_size`` (never shrunk), the labels, and ``source``, which files were read (path,
-bytes, SHA-256) for the run's ``metrics.json``. Whatever does not match the data set (an idx
+bytes, SHA-256) for the run's record. Whatever does not match the data set (an idx
 header announcing other dimensions, fewer labels than images, a label out of range, a folder
 holding some of the files but not all) is one :class:`DataError` line naming the file and the
 fix; nothing falls back silently to another copy.

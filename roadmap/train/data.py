@@ -6,7 +6,7 @@ batches (:mod:`roadmap.train.loaders`), so no caller asks which kind it has. Aug
 :mod:`roadmap.train.augment`'s; archives are read and checked by :mod:`roadmap.train.archives`.
 A missing data set, or one that is not what it should be, raises :class:`DataError` with one
 line naming the file and the fix, before training starts. ``DataSet.source`` says what was read
-(``metrics.json`` records it).
+(the run records it).
 """
 
 from __future__ import annotations
@@ -53,7 +53,7 @@ class DataSet(ABC):
     num_classes: int
     source: dict
     """What the data set was read from (files, sizes, hashes; a folder's counts), for the
-    run's ``metrics.json``."""
+    run's record."""
 
     @property
     @abstractmethod

@@ -185,7 +185,7 @@ def test_layer_scale_and_init():
     (dict(groups=3), "must divide the spatial conv's"),
     (dict(groups=2, depthwise=True), "must be 1 when model.depthwise=true"),
     (dict(width=0), "model.width=0 is invalid: must be an integer >= 1"),
-    (dict(width=True), "model.width=True is invalid"),
+    (dict(width=True), "model.width=true is invalid"),
     (dict(drop_path_rate=1.0), "must be a number in [0, 1)"),
     (dict(layer_scale_init=-1), "model.layer_scale_init=-1 is invalid"),
     (dict(depthwise="yes"), "must be true or false"),

@@ -185,9 +185,15 @@ def test_bad_values_fail_before_work(tmp_path, override, message):
     assert not (tmp_path / "last.pt").exists()
     assert not (tmp_path / "epochs.jsonl").exists()  # no data loaded, no model built
     assert json.loads((tmp_path / "metrics.json").read_text())["status"] == "failed"
-    # the directory is not bound to the bad value: the corrected run goes ahead
+
+
+def test_a_run_that_failed_on_a_bad_value_binds_nothing(tmp_path):
+    with pytest.raises(RunError):
+        train(compose(["step=resnet50", "preset=smoke", "logger=none", "recipe.gamma=-1"],
+                      check=False), tmp_path)
+    assert json.loads((tmp_path / "metrics.json").read_text())["status"] == "failed"
     assert train(smoke("epochs=1", "data.train_size=300", "data.test_size=100"),
-                 tmp_path)["status"] == "completed"
+                 tmp_path)["status"] == "completed"  # the corrected run goes ahead
 
 
 @pytest.mark.parametrize("override,message", [

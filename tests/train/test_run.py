@@ -150,8 +150,9 @@ def test_ddp_two_processes_gloo(tmp_path):
 
 
 @pytest.mark.parametrize("args,message", [
-    (["step=nope"], "Could not find 'step/nope'"),
-    (["step=gelu", "data=mnist"], "Could not find 'data/mnist'"),
+    (["step=nope"], "error: step=nope is invalid; valid values: depthwise, fewer_activations"),
+    (["step=gelu", "data=mnist"], "error: data=mnist is invalid; valid values: cifar10, "
+                                  "cifar100, fashion_mnist, imagefolder, synthetic"),
     (["step=gelu", "data=cifar10", "data.root=/nonexistent", "data.download=false"],
      "error: cifar10 not found in /nonexistent/cifar-10-batches-py (download=false)"),
     (["step=gelu", "model.kernel_size=4"], "error: model.kernel_size=4 is invalid"),
