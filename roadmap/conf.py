@@ -7,7 +7,10 @@ This is the only place (with the entry points) that imports Hydra; model code ta
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import difflib
 import re
+import typing
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
@@ -122,9 +125,34 @@ def composition_error(message: str, cause: BaseException | str | None = None) ->
         return f"{group}={value} is invalid; valid values: {', '.join(choices(group))}"
     unknown = re.search(r"Could not override '([^']+)'", message)
     if unknown:
-        return (f"{unknown.group(1)} is not a key of the config; check its spelling (every "
-                "key: roadmap/schema.py)")
+        return (f"{unknown.group(1)} is not a key of the config{close_key(unknown.group(1))}; "
+                "check its spelling (every key: roadmap/schema.py)")
     return one_line(message, cause)
+
+
+def keys_under(path: Sequence[str]) -> set[str]:
+    """The schema's keys under a dotted path (``[]``: the top level; ``["data"]``: every data
+    schema's)."""
+    classes: list[type] = [TrainConfig]
+    for part in path:
+        below: list[type] = []
+        for node in classes:
+            if node is TrainConfig and part == "data":
+                below += DATA_SCHEMAS.values()
+                continue
+            kind = typing.get_type_hints(node).get(part)
+            if dataclasses.is_dataclass(kind):
+                below.append(kind)
+        classes = below
+    return {f.name for node in classes for f in dataclasses.fields(node)}
+
+
+def close_key(key: str) -> str:
+    """`` (did you mean epochs?)`` for a misspelt key with a close one in the schema, else
+    ""."""
+    *path, leaf = key.split(".")
+    close = difflib.get_close_matches(leaf, sorted(keys_under(path)), n=1, cutoff=0.7)
+    return f" (did you mean {'.'.join([*path, close[0]])}?)" if close else ""
 
 
 def choices(group: str) -> list[str]:
@@ -153,8 +181,8 @@ def settings(cfg: DictConfig) -> TrainConfig:
     does not have, is a one-line error."""
     unknown = sorted(set(cfg.keys()) - set(TrainConfig.__dataclass_fields__))
     if unknown:
-        raise RunError(f"{unknown[0]} is not a key of the config; remove it, or see "
-                       "roadmap/schema.py for the keys there are")
+        raise RunError(f"{unknown[0]} is not a key of the config{close_key(unknown[0])}; remove "
+                       "it, or see roadmap/schema.py for the keys there are")
     try:
         typed = OmegaConf.to_object(cfg)
     except OmegaConfBaseException as exc:

@@ -59,7 +59,8 @@ VOLATILE_KEYS = ("progress", "device", "workers", "augment_batches", "logger",
 ``workers`` and ``augment_batches`` (how many loader processes, how many batches one call
 augments) change which random numbers an image draws but not what is drawn from, like the
 device. ``threads`` changes a CPU run's sums in their last bits: it does not name a run, but
-a checkpoint records it and a resume under another count is refused (:meth:`RunDir.resume`).
+a checkpoint records it (and torch's CPU kernels' ISA) and a resume under another is refused
+(:meth:`RunDir.resume`).
 (``eval_batch_size`` is not one: it changes the evaluation's float sums in their last bits.)"""
 
 RETIRED_KEYS = ("ladder.first_step",)
@@ -405,10 +406,11 @@ class RunDir:
         """Write then rename, so that a kill leaves the previous checkpoint whole."""
         atomic_write(self.path / CHECKPOINT, lambda f: torch.save(state, f))
 
-    def resume(self, config: dict, threads: int | None) -> dict | None:
+    def resume(self, config: dict, cpu: dict | None) -> dict | None:
         """The checkpoint to go on from (None: none), if it is this run's: made with ``config``
-        and, on the CPU, ``threads`` threads (None: not compared). Another run's or another
-        architecture's checkpoint, or another thread count, is a :class:`RunRefused` line."""
+        and, on the CPU, the same ``cpu`` (``threads`` and torch's ``cpu_capability``, the
+        vector ISA of its kernels; None: not compared). Another run's or another architecture's
+        checkpoint, or another thread count or ISA, is a :class:`RunRefused` line."""
         checkpoint = self.read_checkpoint()
         if checkpoint is None:
             return None
@@ -419,12 +421,18 @@ class RunDir:
                              f"{shown_keys(changed)}); fix: move it back to its own run "
                              f"directory, or remove it to run this run from its start (rm "
                              f"{path})")
-        stored = checkpoint.get("threads")
-        if threads is not None and stored is not None and stored != threads:
-            raise RunRefused(f"{path} was trained on {stored} CPU threads and this process has "
-                             f"{threads}: the thread count moves the sums' last bits, so the run "
-                             f"would mix two sets of numbers; fix: rerun with threads={stored}, "
-                             f"or remove it to run this run from its start (rm {path})")
+        for key, was in checkpoint.get("cpu", {}).items() if cpu is not None else ():
+            now = cpu.get(key, was)
+            if now == was:
+                continue
+            what, fix = ((f"on {was} CPU threads and this process has {now}",
+                          f"rerun with threads={was}") if key == "threads" else
+                         (f"with torch's {was} kernels and this machine runs {now}",
+                          f"resume it on a {was} machine"))
+            name = "thread count" if key == "threads" else "kernels' ISA"
+            raise RunRefused(f"{path} was trained {what}: the {name} moves the "
+                             f"sums' last bits, so the run would mix two sets of numbers; fix: "
+                             f"{fix}, or remove it to run this run from its start (rm {path})")
         return checkpoint
 
     def unfit_checkpoint(self, exc: BaseException) -> RunError:

@@ -67,6 +67,12 @@ def use_threads(threads: int | None) -> int:
     return torch.get_num_threads()
 
 
+def cpu_kernels(threads: int) -> dict:
+    """What decides a CPU run's last bits besides its config: the thread count and the vector
+    ISA of torch's kernels (``AVX512``, ``AVX2``, ...)."""
+    return {"threads": threads, "cpu_capability": torch.backends.cpu.get_cpu_capability()}
+
+
 def setup_distributed(dist: Dist, device: torch.device) -> None:
     """Select the process's GPU and join the process group (gloo on CPU, nccl on CUDA)."""
     if device.type == "cuda":

@@ -23,7 +23,14 @@ from omegaconf import DictConfig, OmegaConf
 from roadmap.conf import settings
 from roadmap.errors import RunError
 from roadmap.rundir import IDENTITY, RunDir, RunRecord, recorded_config
-from roadmap.runtime import Dist, code_version, resolve_device, use_threads
+from roadmap.runtime import (
+    Dist,
+    code_version,
+    cpu_kernels,
+    cpu_model,
+    resolve_device,
+    use_threads,
+)
 from roadmap.schema import TrainConfig
 from roadmap.train.loop import Diverged, EpochStats, evaluate, train_epoch
 from roadmap.train.setup import Run, prepare
@@ -122,9 +129,9 @@ def run_and_record(cfg: DictConfig, directory: RunDir, dist: Dist, config: dict,
 def run_epochs(cfg: TrainConfig, directory: RunDir, dist: Dist, config: dict,
                tracked: dict, named: dict) -> RunRecord:
     """Prepare the run, go on from its checkpoint if there is one, train the epochs left."""
-    threads = use_threads(cfg.threads)
+    cpu = cpu_kernels(use_threads(cfg.threads))
     on_cpu = resolve_device(cfg.device, dist.local_rank).type == "cpu"
-    checkpoint = directory.resume(config, threads if on_cpu else None)
+    checkpoint = directory.resume(config, cpu if on_cpu else None)
     run = prepare(cfg, dist)
     try:
         progress = restore(run, checkpoint) if checkpoint is not None else Progress()
@@ -151,9 +158,9 @@ def run_epochs(cfg: TrainConfig, directory: RunDir, dist: Dist, config: dict,
         progress.wall_s = wall_before + time.time() - session_start
         tracker.log(record, step=epoch + 1)
         if main:
-            log_epoch(cfg, directory, record, lambda: state(run, config, progress, threads))
+            log_epoch(cfg, directory, record, lambda: state(run, config, progress, cpu))
     result = final_record(cfg, run, progress, named)
-    result.metrics["threads"] = threads
+    result.metrics.update(cpu, cpu_model=cpu_model())
     result.metrics["wall_s"] = wall_before + time.time() - session_start
     tracker.summary({k: v for k, v in result.metrics.items() if isinstance(v, (int, float))})
     tracker.finish()

@@ -43,9 +43,10 @@ def restore(run: Run, checkpoint: dict) -> Progress:
                     checkpoint["wall_s"], checkpoint.get("run_id"))
 
 
-def state(run: Run, config: dict, progress: Progress, threads: int) -> dict:
+def state(run: Run, config: dict, progress: Progress, cpu: dict) -> dict:
     """The checkpoint of ``run`` after ``progress``; ``config`` is what the run directory
-    records of its config, ``threads`` the CPU threads it ran on (a resume compares both)."""
+    records of its config, ``cpu`` how the CPU computed it (threads, kernels' ISA: a resume
+    compares both, :func:`roadmap.runtime.cpu_kernels`)."""
     stepper = run.stepper
     return {
         "model": unwrap(run.model).state_dict(), "optimizer": stepper.optimizer.state_dict(),
@@ -54,6 +55,6 @@ def state(run: Run, config: dict, progress: Progress, threads: int) -> dict:
         "epoch": progress.epoch, "history": progress.history,
         "train_seconds": progress.train_seconds, "train_images": progress.train_images,
         "wall_s": progress.wall_s, "config": json.dumps(config), "run_id": progress.run_id,
-        "threads": threads,
+        "cpu": cpu,
         "model_config": OmegaConf.to_yaml(OmegaConf.structured(run.model_cfg)),
     }

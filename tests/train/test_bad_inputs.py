@@ -105,3 +105,13 @@ def test_a_bad_value_is_one_line_before_any_work(tmp_path, override, named):
 @pytest.mark.parametrize("make,named", SETUPS)
 def test_bad_data_or_run_files_are_one_line_before_any_work(tmp_path, make, named):
     check_one_line(tmp_path, make(tmp_path), named)
+
+
+@pytest.mark.parametrize("override,message", [
+    ("recipe.momentm=0.5", "recipe.momentm is not a key of the config (did you mean "
+                           "recipe.momentum?)"),
+    ("data.padd=1", "data.padd is not a key of the config (did you mean data.padding?)"),
+    ("+seeds=1", "seeds is not a key of the config (did you mean seed?)"),
+])
+def test_a_misspelt_key_names_the_key_it_is_close_to(tmp_path, override, message):
+    check_one_line(tmp_path, [override], message)

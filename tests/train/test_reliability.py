@@ -199,8 +199,8 @@ def test_a_run_that_failed_on_a_bad_value_binds_nothing(tmp_path):
 @pytest.mark.parametrize("override,message", [
     ("epochs=0", "epochs=0 is invalid: must be an integer >= 1"),
     ("seed=abc", "seed=abc is invalid: must be an integer"),  # Hydra's, at compose
-    ("epoch=3", "epoch is not a key of the config; check its spelling (every key: "
-                "roadmap/schema.py)"),
+    ("epoch=3", "epoch is not a key of the config (did you mean epochs?); check its spelling "
+                "(every key: roadmap/schema.py)"),
 ])
 def test_a_bad_value_on_the_command_line_is_one_line(tmp_path, override, message):
     args = ("step=resnet50", "preset=smoke", "logger=none", override, f"hydra.run.dir={tmp_path}")
@@ -360,14 +360,19 @@ def test_a_checkpoint_that_does_not_fit_the_model_is_one_line(tmp_path, trained)
 
 def test_the_thread_count_is_recorded_and_a_resume_under_another_is_refused(tmp_path, trained):
     """Silent case 5: a run could mix two thread counts' numbers, and did not say which."""
-    assert trained["threads"] == torch.get_num_threads()
-    path = unfinished_with(tmp_path, lambda c: c.update(threads=7))
+    assert trained["threads"] == torch.get_num_threads() and trained["cpu_capability"]
+    path = unfinished_with(tmp_path, lambda c: c["cpu"].update(threads=7))
     with pytest.raises(RunRefused) as info:
         train(smoke("epochs=1"), tmp_path)
     assert str(info.value) == (
         f"{path} was trained on 7 CPU threads and this process has {torch.get_num_threads()}: "
         "the thread count moves the sums' last bits, so the run would mix two sets of numbers; "
         f"fix: rerun with threads=7, or remove it to run this run from its start (rm {path})")
+    unfinished_with(tmp_path, lambda c: c["cpu"].update(threads=torch.get_num_threads(),
+                                                        cpu_capability="VSX"))
+    with pytest.raises(RunRefused, match="was trained with torch's VSX kernels and this machine "
+                                         "runs .*: the kernels' ISA moves the sums' last bits"):
+        train(smoke("epochs=1"), tmp_path)
 
 
 def test_a_full_disk_is_one_line_and_leaves_no_temporary_files(tmp_path):
