@@ -15,6 +15,7 @@ $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -e '.[dev]'
+	$(PY) -c "from roadmap.models.depthwise import kernels; print('depthwise kernels:', kernels())"  # built once, about 30 s
 	touch $(STAMP)
 
 venv: $(STAMP) ## create .venv/ and install the project (done by every target that needs it)

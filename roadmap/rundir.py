@@ -425,11 +425,14 @@ class RunDir:
             now = cpu.get(key, was)
             if now == was:
                 continue
-            what, fix = ((f"on {was} CPU threads and this process has {now}",
-                          f"rerun with threads={was}") if key == "threads" else
-                         (f"with torch's {was} kernels and this machine runs {now}",
-                          f"resume it on a {was} machine"))
-            name = "thread count" if key == "threads" else "kernels' ISA"
+            what, fix, name = {
+                "threads": (f"on {was} CPU threads and this process has {now}",
+                            f"rerun with threads={was}", "thread count"),
+                "depthwise": (f"with the {was} depthwise kernels and this process has {now}",
+                              "rerun where they are (roadmap/models/depthwise.py)",
+                              "depthwise kernel"),
+            }.get(key, (f"with torch's {was} kernels and this machine runs {now}",
+                        f"resume it on a {was} machine", "kernels' ISA"))
             raise RunRefused(f"{path} was trained {what}: the {name} moves the "
                              f"sums' last bits, so the run would mix two sets of numbers; fix: "
                              f"{fix}, or remove it to run this run from its start (rm {path})")

@@ -68,9 +68,13 @@ def use_threads(threads: int | None) -> int:
 
 
 def cpu_kernels(threads: int) -> dict:
-    """What decides a CPU run's last bits besides its config: the thread count and the vector
-    ISA of torch's kernels (``AVX512``, ``AVX2``, ...)."""
-    return {"threads": threads, "cpu_capability": torch.backends.cpu.get_cpu_capability()}
+    """What decides a CPU run's last bits besides its config: the thread count, the vector
+    ISA of torch's kernels (``AVX512``, ``AVX2``, ...) and whose depthwise weight gradient runs
+    (:func:`roadmap.models.depthwise.kernels`)."""
+    from roadmap.models.depthwise import kernels
+
+    return {"threads": threads, "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+            "depthwise": kernels()}
 
 
 def setup_distributed(dist: Dist, device: torch.device) -> None:

@@ -14,6 +14,8 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
+from roadmap.models.depthwise import native
+
 aten = torch.ops.aten
 
 
@@ -69,7 +71,7 @@ def count_gflops(model: nn.Module, image_size: int = 224, in_chans: int = 3,
         device = next(model.parameters()).device  # a model on "meta" is counted, not run
         x = torch.zeros(1, in_chans, image_size, image_size, device=device)
         counter = FlopCounterMode(display=False, custom_mapping=mapping)
-        with counter:
+        with counter, native():  # the full kernels, not the CPU's cropped ones
             model(x)
     finally:
         model.train(was_training)

@@ -24,6 +24,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from roadmap.models.config import ModelConfig
+from roadmap.models.depthwise import depthwise_conv2d
 
 
 class LayerNorm2d(nn.LayerNorm):
@@ -103,9 +104,14 @@ class _GroupedConv(torch.autograd.Function):
 
 class GroupedConv2d(nn.Conv2d):
     """``nn.Conv2d`` (parameters, output and gradients the same) for grouped and depthwise
-    convolutions with a bias, trained through :class:`_GroupedConv`."""
+    convolutions: depthwise ones through :func:`roadmap.models.depthwise.depthwise_conv2d` (on
+    the CPU: kernels cropped to the map, a compiled weight gradient), grouped ones with a bias
+    trained through :class:`_GroupedConv`."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.groups == self.in_channels == self.out_channels and self.dilation == (1, 1) \
+                and isinstance(self.padding, tuple):
+            return depthwise_conv2d(x, self.weight, self.bias, self.stride, self.padding)
         if self.bias is None or not torch.is_grad_enabled():
             return super().forward(x)
         return _GroupedConv.apply(x, self.weight, self.bias, self.stride, self.padding,
