@@ -78,7 +78,13 @@ bench: $(STAMP) data ## speed of every step vs torchvision and the machine's pea
 	$(PY) -m roadmap.bench preset=imagenet name=imagenet-224px batch_size=8 steps=1 repeats=5 warmup=1 data=false
 	$(PY) -m roadmap.bench preset=cpu name=cpu-data-path models=false data=false augment=true
 
+GPU_PY ?= $(if $(wildcard $(PY)),$(PY),python3)
+GPU_ARGS ?=
+
+gpu-check: ## on a machine with one CUDA GPU (no registry needed): every GPU figure -> benchmarks/gpu-*.json, BENCHMARKS.md
+	$(GPU_PY) -m roadmap.gpucheck $(GPU_ARGS)
+
 clean: ## remove the venv and caches (keeps runs/)
 	rm -rf $(VENV) .pytest_cache .ruff_cache *.egg-info
 
-.PHONY: help venv data test lint describe snapshot roadmap protocol robustness length collect plots notebook bench clean
+.PHONY: help venv data test lint describe snapshot roadmap protocol robustness length collect plots notebook bench gpu-check clean

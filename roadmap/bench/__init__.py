@@ -62,7 +62,6 @@ def parse(argv: Sequence[str]) -> tuple[dict[str, str], list[str]]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from roadmap.bench.report import render
     from roadmap.bench.timing import run
 
     try:
@@ -76,8 +75,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     out = Path(own["out"])
     out.mkdir(parents=True, exist_ok=True)
     (out / f"{result['name']}.json").write_text(json.dumps(result, indent=1) + "\n")
+    target = write_report(out)
+    print(f"wrote {out / (result['name'] + '.json')} and {target}", file=sys.stderr)
+    return 0
+
+
+def write_report(out: Path) -> Path:
+    """``BENCHMARKS.md`` rebuilt from every JSON in ``out`` (beside ``out`` when it is the
+    repository's ``benchmarks/``); its path."""
+    from roadmap.bench.report import render
+
     results = [json.loads(p.read_text()) for p in sorted(out.glob("*.json"))]
     target = out.parent / "BENCHMARKS.md" if out.name == "benchmarks" else out / "BENCHMARKS.md"
     target.write_text(render(results))
-    print(f"wrote {out / (result['name'] + '.json')} and {target}", file=sys.stderr)
-    return 0
+    return target

@@ -15,6 +15,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from roadmap.runtime import sync
 
 KINDS = ("dense", "depthwise", "depthwise_backward", "norm", "other", "optimizer")
+DEPTHWISE_GRADS = {"depthwise_weight_grad", "depthwise_input_grad"}
 NORM_OPS = {"native_batch_norm", "native_batch_norm_backward", "_native_batch_norm_legit",
             "_native_batch_norm_legit_no_training", "native_layer_norm",
             "native_layer_norm_backward"}
@@ -38,6 +39,10 @@ def _macs(name: str, args: tuple, out) -> int:
     if name == "convolution_backward":
         grad_out, w, mask = args[0], args[2], args[10]
         return grad_out.numel() * w[0].numel() * (int(mask[0]) + int(mask[1]))
+    if name == "depthwise_weight_grad":  # (x, grad, kh, kw, ...)
+        return args[1].numel() * args[2] * args[3]
+    if name == "depthwise_input_grad":  # (grad, weight, ...)
+        return args[0].numel() * args[1][0].numel()
     return 0
 
 
@@ -78,6 +83,8 @@ class Breakdown(TorchDispatchMode):
             depthwise = groups > 1 and groups == channels
             kind = ("dense" if not depthwise else
                     "depthwise" if name == "convolution" else "depthwise_backward")
+        elif name in DEPTHWISE_GRADS:  # roadmap.models.depthwise's, on the CPU
+            kind = "depthwise_backward"
         elif name in ("mm", "addmm", "bmm"):
             kind = "dense"
         elif name in NORM_OPS:

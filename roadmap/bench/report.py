@@ -47,7 +47,10 @@ def bound_notes(r: dict) -> list[str]:
             bounds.setdefault(bound.split(" ")[0], []).append(st["step"])
             bwd_ratios.append(b["depthwise_backward"]["seconds"]
                               / max(b["depthwise"]["seconds"], 1e-12))
+        ratio = (b["depthwise_backward"]["seconds"] / b["depthwise"]["seconds"]
+                 if b["depthwise"]["seconds"] else None)
         rows.append([st["step"], *(f"{100 * b[k]['share']:.0f}%" for k in KINDS),
+                     f"{ratio:.1f}x" if ratio is not None else "-",
                      f"{_rate(b['dense'], 'flops') / 1e9:.1f}",
                      f"{_rate(dw, 'flops') / 1e9:.1f}" if dw["seconds"] else "-",
                      f"{_rate(dw, 'bytes') / 1e9:.2f}" if dw["seconds"] else "-", bound])
@@ -57,8 +60,8 @@ def bound_notes(r: dict) -> list[str]:
              "memory at >= 40% of the copy bandwidth, compute at >= 50% of the matmul peak):",
              ""]
     lines += md_table(["step", "dense", "depthwise", "depthwise bwd", "norm", "other",
-                       "optimizer", "dense GFLOP/s", "depthwise GFLOP/s", "depthwise GB/s",
-                       "depthwise bound"], rows)
+                       "optimizer", "dw bwd / fwd", "dense GFLOP/s", "depthwise GFLOP/s",
+                       "depthwise GB/s", "depthwise bound"], rows)
     if bounds:
         text = ["", "What bounds the depthwise steps:"]
         if bounds.get("neither"):
@@ -66,9 +69,9 @@ def bound_notes(r: dict) -> list[str]:
                         "near neither limit. A depthwise conv does only k x k multiply-adds "
                         "per value it loads, too few to use the matrix units that set the "
                         "peak, and these kernels do not stream memory at the copy rate either: "
-                        "the time is the convolution kernels' own, most of it in the backward "
-                        f"(which takes {min(bwd_ratios):.1f}-{max(bwd_ratios):.1f}x the "
-                        "forward's time across the steps).")
+                        "the time is the convolution kernels' own (the backward takes "
+                        f"{min(bwd_ratios):.1f}-{max(bwd_ratios):.1f}x the forward's time "
+                        "across the steps).")
         if bounds.get("memory"):
             text.append(f"In {', '.join(bounds['memory'])} they move data at 40% or more of "
                         "the copy bandwidth: memory-bound.")
@@ -108,13 +111,15 @@ def _model_tables(r: dict) -> list[str]:
           f"{s['train_flops_per_s'] / 1e9:.1f}", f"{100 * s['peak_fraction']:.1f}%"]
          for s in r["steps_table"]])
     lines += ["", "Ours against torchvision (full-size models, same input):", ""]
+    peak = any("train_peak_mb_ours" in v for v in r["versus_torchvision"])
     lines += md_table(
         ["step", "torchvision", "train ours", "train tv", "ratio [95%]", "infer ours",
-         "infer tv", "ratio [95%]"],
+         "infer tv", "ratio [95%]", *(["peak MB ours", "peak MB tv"] if peak else [])],
         [[v["step"], v["torchvision"], f"{v['train_ours']:.1f}",
           f"{v['train_torchvision']:.1f}", _ratio_text(v, "train"),
           f"{v['infer_ours']:.1f}", f"{v['infer_torchvision']:.1f}",
-          _ratio_text(v, "infer")] for v in r["versus_torchvision"]])
+          _ratio_text(v, "infer"), *([_peak(v, "ours"), _peak(v, "torchvision")] if peak
+                                     else [])] for v in r["versus_torchvision"]])
     if any("breakdown" in st for st in r["steps_table"]):
         lines += ["", *bound_notes(r)]
     return lines
@@ -155,6 +160,40 @@ def _augment_tables(a: dict) -> list[str]:
     return lines
 
 
+def _peak(v: dict, who: str) -> str:
+    mb = v.get(f"train_peak_mb_{who}")
+    return f"{mb:,.0f}" if mb is not None else "-"
+
+
+def gpu_check_section(r: dict) -> list[str]:
+    """``make gpu-check``'s own figures: the machine, the smoke ladder on the device, the cpu
+    preset's two ends with bf16 (compile off and on)."""
+    env = r["environment"]
+    lines = [f"## {r['name']}", "",
+             f"`make gpu-check` (`python -m roadmap.gpucheck{' --tiny' if r['tiny'] else ''}`) "
+             f"on {env['device']} ({', '.join(env.get('gpus', [])) or 'no GPU'}), torch "
+             f"{env['torch']}, CUDA {env.get('cuda')}, Python {env['python']}; "
+             f"{r['wall_s'] / 60:.1f} min in all. Made by commit {r.get('commit')}. The "
+             "benchmarks it ran are the `gpu-32px` and `gpu-224px` sections.", "",
+             f"The smoke ladder on the device ({r['smoke_ladder']['wall_s']:.0f} s):", ""]
+    lines += md_table(["step", "status", "top-1 %", "train img/s"],
+                      [[s["step"], s["status"], _fmt_num(s["top1"], "{:.2f}"),
+                        _fmt_num(s["train_images_per_s"], "{:.0f}")]
+                       for s in r["smoke_ladder"]["steps"]])
+    lines += ["", "The preset's two ends on the device (channels-last):", ""]
+    lines += md_table(["step", "precision", "compile", "status", "val top-1 %", "top-1 %",
+                       "train img/s", "wall s"],
+                      [[e["step"], e["precision"], str(e["compile"]).lower(), e["status"],
+                        _fmt_num(e["val_top1"], "{:.2f}"), _fmt_num(e["top1"], "{:.2f}"),
+                        _fmt_num(e["train_images_per_s"], "{:.0f}"),
+                        _fmt_num(e["wall_s"], "{:.0f}")] for e in r["preset_ends"]])
+    return [*lines, ""]
+
+
+def _fmt_num(value, pattern: str) -> str:
+    return pattern.format(value) if isinstance(value, (int, float)) and value == value else "-"
+
+
 def render(results: list[dict]) -> str:
     lines = ["# Benchmarks", "",
              "Written by `make bench` (`python -m roadmap.bench`) from the JSON files in "
@@ -164,6 +203,9 @@ def render(results: list[dict]) -> str:
              "the rounds' ratios with its 95% interval (> 1: ours is faster; an interval across "
              "1 means this machine cannot tell the two apart).", ""]
     for r in results:
+        if r.get("kind") == "gpu-check":
+            lines += gpu_check_section(r)
+            continue
         lines += _header(r)
         if r["steps_table"]:
             lines += _model_tables(r)

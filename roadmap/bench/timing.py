@@ -220,6 +220,12 @@ def versus_torchvision(s: Settings, step: str) -> dict:
         record[f"{kind}_torchvision"] = batch / statistics.median(t_tv[kind])
         (record[f"{kind}_ratio"], record[f"{kind}_ratio_low"],
          record[f"{kind}_ratio_high"]) = ratio_interval(t_ours[kind], t_tv[kind])
+    if s.device.type == "cuda":  # one more training step each, alone: its peak memory
+        for who, bench in zip(("ours", "torchvision"), pair, strict=True):
+            torch.cuda.reset_peak_memory_stats(s.device)
+            bench.train_step()
+            torch.cuda.synchronize(s.device)
+            record[f"train_peak_mb_{who}"] = torch.cuda.max_memory_allocated(s.device) / 2**20
     print(f"{step:22s} ours/torchvision: train {record['train_ratio']:.3f} "
           f"[{record['train_ratio_low']:.3f}, {record['train_ratio_high']:.3f}], infer "
           f"{record['infer_ratio']:.3f} [{record['infer_ratio_low']:.3f}, "

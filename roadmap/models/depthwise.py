@@ -100,6 +100,31 @@ def crop(weight: torch.Tensor, padding: tuple[int, int], size: tuple[int, int]
     return weight[:, :, cuts[0], cuts[1]], (pads[0], pads[1]), (cuts[0], cuts[1])
 
 
+@torch.library.custom_op("roadmap::depthwise_weight_grad", mutates_args=())
+def weight_grad(x: torch.Tensor, grad: torch.Tensor, kh: int, kw: int, sh: int, sw: int,
+                ph: int, pw: int) -> torch.Tensor:
+    """The weight gradient ``(C, 1, kh, kw)`` by the compiled kernel (one op, so that a
+    dispatch mode, e.g. the benchmarks' breakdown, sees it as one)."""
+    return extension().weight_grad(x, grad, kh, kw, sh, sw, ph, pw)
+
+
+@weight_grad.register_fake
+def _(x, grad, kh, kw, sh, sw, ph, pw):
+    return x.new_empty(x.shape[1], 1, kh, kw)
+
+
+@torch.library.custom_op("roadmap::depthwise_input_grad", mutates_args=())
+def input_grad(grad: torch.Tensor, weight: torch.Tensor, ph: int, pw: int) -> torch.Tensor:
+    """The input gradient of a stride-1 "same" depthwise conv: the forward conv of ``grad``
+    with the kernel flipped (oneDNN's own depthwise input gradient costs several forwards)."""
+    return F.conv2d(grad, weight.flip(-1, -2), None, 1, (ph, pw), 1, grad.shape[1])
+
+
+@input_grad.register_fake
+def _(grad, weight, ph, pw):
+    return torch.empty_like(grad)
+
+
 class _Depthwise(torch.autograd.Function):
     """A depthwise conv (stride, padding; weight ``(C, 1, kh, kw)``) whose weight gradient is
     the compiled kernel's, the input gradient PyTorch's, the bias gradient a sum."""
@@ -118,16 +143,14 @@ class _Depthwise(torch.autograd.Function):
         grad_x = grad_w = grad_b = None
         if need_x and tuple(stride) == (1, 1) and all(
                 2 * p + 1 == k for p, k in zip(padding, weight.shape[-2:], strict=True)):
-            # the transposed conv of a "same" stride-1 conv: a forward conv with the kernel
-            # flipped (oneDNN's depthwise input gradient costs several forwards)
-            grad_x = F.conv2d(grad, weight.flip(-1, -2), None, 1, padding, 1, x.shape[1])
+            grad_x = input_grad(grad, weight, *padding)
         elif need_x:
             grad_x = torch.ops.aten.convolution_backward(
                 grad, x, weight, None, stride, padding, (1, 1), False, [0, 0], x.shape[1],
                 [True, False, False])[0]
         if need_w:
             kh, kw = weight.shape[-2:]
-            grad_w = extension().weight_grad(x, grad, kh, kw, *stride, *padding)
+            grad_w = weight_grad(x, grad, kh, kw, *stride, *padding)
         if need_b:
             grad_b = grad.sum((0, 2, 3))
         return grad_x, grad_w, grad_b, None, None
