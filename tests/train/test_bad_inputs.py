@@ -59,11 +59,13 @@ def lock_directory(tmp_path):
     return []
 
 
-def config_list(tmp_path):
-    (tmp_path / "run").mkdir()
-    (tmp_path / "run" / "config.json").write_text("[]")
-    (tmp_path / "run" / "last.pt").write_bytes(b"a checkpoint")
-    return []
+def config_file(text: str):
+    def make(tmp_path):
+        (tmp_path / "run").mkdir()
+        (tmp_path / "run" / "config.json").write_text(text)
+        (tmp_path / "run" / "last.pt").write_bytes(b"a checkpoint")
+        return []
+    return make
 
 
 SETUPS = [  # (what makes the input bad, what the line names)
@@ -75,7 +77,8 @@ SETUPS = [  # (what makes the input bad, what the line names)
     (partial_root, "but not t10k-labels-idx1-ubyte"),
     (lambda t: [*fashion_root(t), "data.image_size=16"], "data.image_size=16 is smaller than"),
     (lock_directory, ".lock cannot be opened as the run's lock (IsADirectoryError"),
-    (config_list, "config.json holds list, not a config"),
+    (config_file("[]"), "config.json holds list, not a config; remove"),
+    (config_file('{"seed": 0'), "config.json is unreadable (JSONDecodeError: Expecting"),
 ]
 
 
