@@ -53,6 +53,7 @@ def run(command: list[str], what: str) -> float:
     if result.returncode != 0:
         tail = "\n".join(result.stderr.strip().splitlines()[-15:])
         raise RuntimeError(f"{what} failed (exit {result.returncode}):\n{tail}")
+    print(f"roadmap.gpucheck: {what}: {time.time() - start:.0f} s", file=sys.stderr, flush=True)
     return time.time() - start
 
 
@@ -83,12 +84,16 @@ def preset_ends(out: Path, device: str, tiny: bool, data_root: str | None) -> li
          f"compile={compiles}", *preset, "logger=none", f"device={device}",
          f"precision={precision}", "channels_last=true", f"hydra.sweep.dir={out}"],
         "the cpu preset's two ends")
+    from roadmap.rundir import find_run_dirs
+
     rows = []
-    for path in sorted(out.glob("*/seed0/metrics.json")):
-        m = json.loads(path.read_text())
-        rows.append({"step": m["step"], "compile": "compile=true" in path.parent.parent.name,
-                     "precision": precision, "status": m["status"], "top1": m.get("top1"),
-                     "val_top1": m.get("val_top1"),
+    for found in find_run_dirs(out):
+        record, name = found.read_record(), found.identity()["variant"]
+        m = record.metrics if record is not None else {}
+        rows.append({"step": found.identity()["step"], "compile": "compile=true" in name,
+                     "precision": precision,
+                     "status": record.status if record is not None else "not run",
+                     "top1": m.get("top1"), "val_top1": m.get("val_top1"),
                      "train_images_per_s": m.get("train_images_per_s"),
                      "wall_s": m.get("wall_s")})
     return rows
