@@ -79,3 +79,19 @@ fig = plots.scatter_figure(table)
 # %%
 resolved = table[(table["delta_top1"].abs() > table["delta_ci95"]) & table["delta_ci95"].notna()]
 resolved[["step", "variant", "delta_top1", "delta_ci95"]]
+
+# %% [markdown]
+# ## Fidelity to the paper
+#
+# Which of the paper's changes this ladder reproduces (resolved with the paper's sign, where the
+# paper's own 3-seed interval resolves them), contradicts or misses, the paper-flat changes it
+# resolves, the Spearman correlation of the changes, and the end against the start
+# (`roadmap.studies.fidelity`). Reported, never used to choose anything.
+
+# %%
+from IPython.display import Markdown
+
+from roadmap.studies import fidelity
+
+raw = pd.read_csv(RESULTS)
+Markdown(fidelity.to_markdown(fidelity.ladders_of(raw), "resnet50", [RESULTS]))

@@ -197,7 +197,13 @@ def write(out: Path, dest: Path | None = None,
     dest = dest or out
     dest.mkdir(parents=True, exist_ok=True)
     cross.to_csv(dest / "robustness.csv", index=False)
-    (dest / "robustness.md").write_text(to_markdown(cross, names, made))
+    from roadmap.studies import fidelity
+
+    faithful = fidelity.to_markdown(fidelity.ladders_of(cross), "resnet50",
+                                    [str(dest / "robustness.csv")])
+    (dest / "robustness.md").write_text(to_markdown(cross, names, made) + "\n"
+                                        + faithful.replace("# Fidelity", "## Fidelity", 1)
+                                        + "\n")
     fig = figure(cross, names)
     fig.savefig(dest / "robustness.png", dpi=120)
     plt.close(fig)

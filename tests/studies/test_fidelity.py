@@ -1,0 +1,72 @@
+"""Fidelity to the paper (roadmap/studies/fidelity.py): the paper's own intervals, each
+change's category, the summary, and the command on the committed robustness study."""
+
+import math
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from roadmap.studies.fidelity import (
+    CONTRADICTED,
+    FLAT,
+    FLAT_RESOLVED,
+    MISSED,
+    REPRODUCED,
+    categorise,
+    fidelity,
+    main,
+    paper_changes,
+)
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_the_paper_resolves_nine_of_its_sixteen_changes():
+    paper = paper_changes().set_index("step")
+    assert len(paper) == 16
+    resolved = sorted(paper.index[paper["paper_sign"] != 0])
+    assert resolved == sorted(["recipe", "stage_ratio", "depthwise", "width",
+                               "inverted_bottleneck", "move_up_dwconv", "kernel_5",
+                               "fewer_activations", "separate_downsampling"])
+    # step 0 has no std: the recipe change's interval is step 1's mean's alone (t, 2 df)
+    assert paper.loc["recipe", "paper_ci95"] == pytest.approx(4.3027 * 0.07 / math.sqrt(3),
+                                                              rel=1e-4)
+    assert paper.loc["patchify_stem", "paper_delta"] == pytest.approx(0.15)
+    assert paper.loc["patchify_stem", "paper_sign"] == 0  # +0.15 inside its seeds' noise
+    assert paper.loc["kernel_9", "parent"] == "kernel_7"
+
+
+@pytest.mark.parametrize("ours,paper,category", [
+    (1, 1, REPRODUCED), (-1, -1, REPRODUCED), (-1, 1, CONTRADICTED), (0, 1, MISSED),
+    (1, 0, FLAT_RESOLVED), (0, 0, FLAT)])
+def test_each_change_has_one_category(ours, paper, category):
+    assert categorise(ours, paper) == category
+
+
+def test_a_ladder_that_is_the_paper_reproduces_it_all():
+    paper = paper_changes()
+    ladder = pd.DataFrame({"step": ["resnet50", *paper["step"]],
+                           "top1_mean": [70.0, *(70 + paper["paper_delta"])],
+                           "top1_std": 0.1, "n": 5,
+                           "delta": [math.nan, *paper["paper_delta"]],
+                           "delta_ci95": [math.nan, *paper["paper_ci95"]]})
+    rows, summary = fidelity(ladder, paper)
+    assert summary[REPRODUCED] == list(paper.loc[paper["paper_sign"] != 0, "step"])
+    assert not summary[MISSED] and not summary[CONTRADICTED] and not summary[FLAT_RESOLVED]
+    assert summary["spearman"] == pytest.approx(1.0)
+    assert summary["same_sign"] == 15 and summary["measured"] == 15  # kernel_9's is 0.00
+    assert summary["end"] == "separate_downsampling"
+
+
+def test_the_committed_robustness_study(tmp_path, capsys):
+    """The cpu ladder of commit 32499f4, three protocols (the science issue's figures)."""
+    out = tmp_path / "fidelity.md"
+    assert main([str(ROOT / "results/robustness/robustness.csv"), "--out", str(out)]) == 0
+    text = out.read_text()
+    assert "### cpu\n\n- reproduced (3 of the paper's 9 resolved changes): recipe, " \
+           "move_up_dwconv, separate_downsampling" in text
+    assert "- paper-flat changes resolved here: patchify_stem, fewer_norms" in text
+    assert text.count("- same sign as the paper: ") == 3
+    for agree in (9, 10, 6):  # of 15 (the issue's count)
+        assert f"same sign as the paper: {agree} of the 15 changes" in text
