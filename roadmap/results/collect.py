@@ -20,7 +20,7 @@ from omegaconf import OmegaConf
 
 from roadmap.errors import first_line
 from roadmap.ladder import LADDERS, ladder_steps
-from roadmap.results.stats import t_interval, welch_interval
+from roadmap.results.stats import pooled_change, pooled_std, t_interval, welch_interval
 from roadmap.results.text import change, made_by, mean_std
 from roadmap.rundir import MULTIRUN, CorruptRecord, RunDir, find_run_dirs, refusals, variant
 
@@ -216,7 +216,27 @@ def summarise(runs: list[dict], expected: list[tuple[str, str, int]] | None) -> 
     deltas, cis = _deltas(table)
     table.insert(table.columns.get_loc("top1_ci95") + 1, "delta_top1", deltas)
     table.insert(table.columns.get_loc("delta_top1") + 1, "delta_ci95", cis)
+    pooled = _pooled(table)
+    for offset, column in enumerate(("delta_pooled_ci95", "delta_p_pooled")):
+        table.insert(table.columns.get_loc("delta_ci95") + 1 + offset, column, pooled[column])
     return table
+
+
+def _pooled(table: pd.DataFrame) -> dict[str, list[float]]:
+    """Each change's 95% half-width and p-value from the seed std pooled over the steps of its
+    variant (experiments/protocol.md, amendment 3); the Welch interval stays beside it."""
+    groups = {name: pooled_std(list(g["top1_std"]), list(g["n"]))
+              for name, g in table.groupby("variant", sort=False)}
+    index = {(r["step"], r["variant"]): r for r in table.to_dict("records")}
+    half, p = [], []
+    for r in table.to_dict("records"):
+        parent = index.get((r["parent"], r["variant"])) or index.get((r["parent"], ""))
+        std, df = groups[r["variant"]]
+        h, pv = ((math.nan, math.nan) if parent is None or not r["n"] or not parent["n"] else
+                 pooled_change(r["delta_top1"], std, df, r["n"], parent["n"]))
+        half.append(h)
+        p.append(pv)
+    return {"delta_pooled_ci95": half, "delta_p_pooled": p}
 
 
 def _fmt(value, pattern: str) -> str:

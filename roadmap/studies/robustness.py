@@ -18,6 +18,7 @@ from pathlib import Path
 import pandas as pd
 
 from roadmap.results.collect import expected_runs, find_runs, summarise
+from roadmap.results.stats import false_discovery
 from roadmap.results.text import change, made_by, mean_std
 
 ROBUST_GAIN, ROBUST_LOSS = "robust gain", "robust loss"
@@ -88,15 +89,23 @@ def _paper_deltas(table: pd.DataFrame) -> dict[str, float]:
 
 def _step_row(table: pd.DataFrame, step: str) -> dict:
     """A step's numbers in one protocol's table (NaN, n = 0 where it has none)."""
-    keys = ("top1_mean", "top1_std", "delta_top1", "delta_ci95")
+    keys = ("top1_mean", "top1_std", "delta_top1", "delta_ci95", "delta_pooled_ci95",
+            "delta_p_pooled")
     if table.empty or step not in set(table["step"]):
         return {**{k: math.nan for k in keys}, "n": 0}
     return table[table["step"] == step].iloc[0].to_dict()
 
 
-def cross_table(tables: dict[str, pd.DataFrame]) -> pd.DataFrame:
+INTERVALS = ("welch", "pooled")
+"""Which 95% interval a verdict reads: each change's Welch interval (amendments 1-2), or the one
+from the seed std pooled over the protocol's steps (amendment 3)."""
+
+
+def cross_table(tables: dict[str, pd.DataFrame], intervals: str = "welch") -> pd.DataFrame:
     """One row per step (ladder order): per protocol its mean, std, seeds, change against the
-    parent and the change's 95% half-width; the verdict; the paper's change and agreement."""
+    parent, the change's Welch and pooled 95% half-widths, its pooled p-value and
+    Benjamini-Hochberg q over every step x protocol test; the verdict on ``intervals``; the
+    paper's change and agreement."""
     names = list(tables)
     first = next(t for t in tables.values() if not t.empty)
     paper = _paper_deltas(first)
@@ -108,17 +117,39 @@ def cross_table(tables: dict[str, pd.DataFrame]) -> pd.DataFrame:
             r = _step_row(tables[name], step)
             row.update({f"{name}.top1_mean": r["top1_mean"], f"{name}.top1_std": r["top1_std"],
                         f"{name}.n": r["n"], f"{name}.delta": r["delta_top1"],
-                        f"{name}.delta_ci95": r["delta_ci95"]})
-            changes.append((r["delta_top1"], r["delta_ci95"]))
+                        f"{name}.delta_ci95": r["delta_ci95"],
+                        f"{name}.delta_pooled_ci95": r.get("delta_pooled_ci95", math.nan),
+                        f"{name}.p_pooled": r.get("delta_p_pooled", math.nan)})
+            half = r["delta_ci95"] if intervals == "welch" else r.get("delta_pooled_ci95")
+            changes.append((r["delta_top1"], half))
         has_parent = isinstance(parent, str) and bool(parent)
         row["verdict"] = verdict(changes) if has_parent else ""
         row["paper_delta"] = paper.get(step, math.nan)
         row["paper_agreement"] = agreement(row["verdict"], row["paper_delta"])
         rows.append(row)
-    return pd.DataFrame(rows)
+    cross = pd.DataFrame(rows)
+    tests = [(i, f"{name}.p_pooled") for name in names for i in range(len(cross))]
+    q = false_discovery([cross.at[i, col] for i, col in tests])
+    for name in names:
+        cross[f"{name}.q"] = math.nan
+    for (i, col), value in zip(tests, q, strict=True):
+        cross.at[i, col.replace(".p_pooled", ".q")] = value
+    return cross
 
 
-def to_markdown(cross: pd.DataFrame, names: list[str], made: str) -> str:
+def fdr_statement(cross: pd.DataFrame, names: list[str], level: float = 0.05) -> str:
+    """The false-discovery statement over every step x protocol test (pooled t-tests,
+    Benjamini-Hochberg)."""
+    tested = [(r["step"], n, r[f"{n}.q"]) for r in cross.to_dict("records") for n in names
+              if r.get(f"{n}.q") == r.get(f"{n}.q")]
+    kept = [f"{step} ({n}, q = {q:.3f})" for step, n, q in tested if q < level]
+    return (f"False discovery: of {len(tested)} step x protocol tests (two-sided t-tests on "
+            f"the seed std pooled over each protocol's steps), {len(kept)} have a "
+            f"Benjamini-Hochberg q < {level}" + (f": {', '.join(kept)}." if kept else "."))
+
+
+def to_markdown(cross: pd.DataFrame, names: list[str], made: str,
+                intervals: str = "welch") -> str:
     """The view: per step and protocol, top-1 and its change; the verdicts; a summary."""
     head = ["#", "step"] + [f"{n}: top-1" for n in names] + [f"{n}: vs parent" for n in names]
     head += ["verdict", "paper vs parent", "agrees with paper"]
@@ -126,7 +157,8 @@ def to_markdown(cross: pd.DataFrame, names: list[str], made: str) -> str:
     for r in cross.to_dict("records"):
         cells = [str(r["index"]), r["step"]]
         cells += [mean_std(r[f"{n}.top1_mean"], r[f"{n}.top1_std"], r[f"{n}.n"]) for n in names]
-        cells += [change(r[f"{n}.delta"], r[f"{n}.delta_ci95"]) for n in names]
+        key = "delta_ci95" if intervals == "welch" else "delta_pooled_ci95"
+        cells += [change(r[f"{n}.delta"], r.get(f"{n}.{key}", math.nan)) for n in names]
         cells += [r["verdict"], change(r["paper_delta"], math.nan), r["paper_agreement"]]
         lines.append("| " + " | ".join(cells) + " |")
     counts = cross["verdict"][cross["verdict"] != ""].value_counts()
@@ -136,9 +168,10 @@ def to_markdown(cross: pd.DataFrame, names: list[str], made: str) -> str:
         "# Robustness across protocols", "", f"Made by {made}.", "",
         f"Protocols: {', '.join(f'`{n}`' for n in names)} (conf/protocol/; "
         "experiments/protocol.md). Test top-1 %, mean ± std over seeds; change against the "
-        "parent step with its 95% Welch interval. A change is resolved when its interval "
-        "excludes 0; the verdict rule and the paper comparison are in experiments/protocol.md.",
-        "", *lines, "", f"Verdicts: {summary}.", ""])
+        f"parent step with its 95% {'Welch' if intervals == 'welch' else 'pooled-variance'} "
+        "interval. A change is resolved when its interval excludes 0; the verdict rule and the "
+        "paper comparison are in experiments/protocol.md.",
+        "", *lines, "", f"Verdicts: {summary}.", "", fdr_statement(cross, names), ""])
 
 
 MARKERS = ("o", "s", "^", "D", "v", "P")
@@ -173,8 +206,8 @@ def figure(cross: pd.DataFrame, names: list[str]):
     return fig
 
 
-def write(out: Path, dest: Path | None = None,
-          order: Sequence[str] | None = None) -> pd.DataFrame:
+def write(out: Path, dest: Path | None = None, order: Sequence[str] | None = None,
+          intervals: str = "welch") -> pd.DataFrame:
     """The view of the protocol sweeps under ``out`` (the folders ``order`` names, in that
     order; default: every folder), into ``dest`` (default: ``out``)."""
     import matplotlib
@@ -189,7 +222,7 @@ def write(out: Path, dest: Path | None = None,
     if all(t.empty for t in tables.values()):
         raise FileNotFoundError(f"no finished runs under {out}; run `make robustness`")
     names = list(tables)
-    cross = cross_table(tables)
+    cross = cross_table(tables, intervals)
     first = next(t for t in tables.values() if not t.empty)
     cross.insert(cross.columns.get_loc("paper_delta"), "paper_top1", list(first["paper_top1"]))
     runs = [r for sweep in _sweeps(out, order) for r in find_runs(sweep)]
@@ -201,7 +234,7 @@ def write(out: Path, dest: Path | None = None,
 
     faithful = fidelity.to_markdown(fidelity.ladders_of(cross), "resnet50",
                                     [str(dest / "robustness.csv")])
-    (dest / "robustness.md").write_text(to_markdown(cross, names, made) + "\n"
+    (dest / "robustness.md").write_text(to_markdown(cross, names, made, intervals) + "\n"
                                         + faithful.replace("# Fidelity", "## Fidelity", 1)
                                         + "\n")
     fig = figure(cross, names)
@@ -216,10 +249,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--dest", type=Path, help="where to write (default: OUT)")
     parser.add_argument("--protocols", help="a,b,c: the sweep folders, in this order "
                         "(default: every folder of OUT)")
+    parser.add_argument("--intervals", choices=INTERVALS, default="welch",
+                        help="the interval verdicts read: welch (amendments 1-2) or pooled "
+                        "(amendment 3)")
     args = parser.parse_args(argv)
     try:
         cross = write(args.out, args.dest,
-                      args.protocols.split(",") if args.protocols else None)
+                      args.protocols.split(",") if args.protocols else None, args.intervals)
     except FileNotFoundError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
