@@ -72,13 +72,14 @@ def ladders_of(table: pd.DataFrame) -> dict[str, pd.DataFrame]:
         return {p: table[["step", *(f"{p}.{c}" for c in cols)]].set_axis(["step", *cols],
                                                                           axis=1)
                 for p in prefixes}
-    plain = table[table["variant"].isna() | (table["variant"] == "")] if "variant" in table \
-        else table
-    name = "ladder"
-    if "protocol.name" in plain and plain["protocol.name"].nunique() == 1:
-        name = str(plain["protocol.name"].iloc[0])
-    renamed = plain.rename(columns={"delta_top1": "delta", "delta_ci95": "delta_ci95"})
-    return {name: renamed[["step", *cols]]}
+    variants = table["variant"].fillna("").astype(str) if "variant" in table else \
+        pd.Series([""] * len(table), index=table.index)
+    base = "ladder"
+    if "protocol.name" in table and table["protocol.name"].nunique() == 1:
+        base = str(table["protocol.name"].dropna().iloc[0])
+    renamed = table.rename(columns={"delta_top1": "delta"})
+    return {base + (f" ({v})" if v else ""): renamed.loc[variants == v, ["step", *cols]]
+            for v in dict.fromkeys(variants)}
 
 
 def categorise(ladder_sign: int, paper_sign: int) -> str:
@@ -160,7 +161,11 @@ def to_markdown(tables: dict[str, pd.DataFrame], ladder: str, sources: Sequence[
              + ", ".join(f"{r['step']} {change(r['paper_delta'], r['paper_ci95'])}"
                          for r in paper.to_dict("records") if r["paper_sign"]) + ".", ""]
     for name, table in tables.items():
-        rows, summary = fidelity(in_ladder_order(table, ladder), paper)
+        ordered = in_ladder_order(table, ladder)
+        if ordered.empty:
+            lines += [f"### {name}", "", "No step of the ladder.", ""]
+            continue
+        rows, summary = fidelity(ordered, paper)
         lines += section(name, rows, summary)
     return "\n".join(lines)
 

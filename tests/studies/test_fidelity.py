@@ -70,3 +70,18 @@ def test_the_committed_robustness_study(tmp_path, capsys):
     assert text.count("- same sign as the paper: ") == 3
     for agree in (9, 10, 6):  # of 15 (the count)
         assert f"same sign as the paper: {agree} of the 15 changes" in text
+
+
+def test_a_table_of_variants_is_one_ladder_per_variant():
+    table = pd.DataFrame({"step": ["resnet50", "recipe", "resnet50", "recipe"],
+                          "variant": ["epochs=1", "epochs=1", float("nan"), float("nan")],
+                          "top1_mean": [80.0, 81.0, 82.0, 83.0], "top1_std": [0.1] * 4,
+                          "n": [3] * 4, "delta_top1": [math.nan, 1.0, math.nan, 1.0],
+                          "delta_ci95": [math.nan, 0.5, math.nan, 0.5]})
+    from roadmap.studies.fidelity import ladders_of, to_markdown
+
+    ladders = ladders_of(table)
+    assert list(ladders) == ["ladder (epochs=1)", "ladder"]
+    text = to_markdown(ladders, "resnet50", ["t.csv"])
+    assert "### ladder (epochs=1)\n\n- reproduced (1 of the paper's 9 resolved changes): recipe" \
+        in text
