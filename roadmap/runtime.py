@@ -67,14 +67,14 @@ def use_threads(threads: int | None) -> int:
     return torch.get_num_threads()
 
 
-def cpu_kernels(threads: int) -> dict:
+def cpu_kernels(threads: int, on_cpu: bool = True) -> dict:
     """What decides a CPU run's last bits besides its config: the thread count, the vector
     ISA of torch's kernels (``AVX512``, ``AVX2``, ...) and whose depthwise weight gradient runs
-    (:func:`roadmap.models.depthwise.kernels`)."""
+    (:func:`roadmap.models.depthwise.kernels`; on a GPU, PyTorch's own: ``native``)."""
     from roadmap.models.depthwise import kernels
 
     return {"threads": threads, "cpu_capability": torch.backends.cpu.get_cpu_capability(),
-            "depthwise": kernels()}
+            "depthwise": kernels() if on_cpu else "native"}
 
 
 def setup_distributed(dist: Dist, device: torch.device) -> None:

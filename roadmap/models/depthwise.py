@@ -79,6 +79,19 @@ def _build():
         return None
 
 
+def op(name: str):
+    """``torch.library.custom_op`` (one op that a dispatch mode sees whole); on a torch without
+    it (older than 2.4, e.g. a GPU machine's own), the plain function."""
+    custom = getattr(torch.library, "custom_op", None)
+    if custom is not None:
+        return custom(name, mutates_args=())
+
+    def plain(fn):
+        fn.register_fake = lambda fake: fake
+        return fn
+    return plain
+
+
 def kernels() -> str:
     """``roadmap`` (this module's weight gradient) or ``native`` (PyTorch's), as used on the CPU."""
     return "roadmap" if extension() is not None else "native"
@@ -100,7 +113,7 @@ def crop(weight: torch.Tensor, padding: tuple[int, int], size: tuple[int, int]
     return weight[:, :, cuts[0], cuts[1]], (pads[0], pads[1]), (cuts[0], cuts[1])
 
 
-@torch.library.custom_op("roadmap::depthwise_weight_grad", mutates_args=())
+@op("roadmap::depthwise_weight_grad")
 def weight_grad(x: torch.Tensor, grad: torch.Tensor, kh: int, kw: int, sh: int, sw: int,
                 ph: int, pw: int) -> torch.Tensor:
     """The weight gradient ``(C, 1, kh, kw)`` by the compiled kernel (one op, so that a
@@ -113,7 +126,7 @@ def _(x, grad, kh, kw, sh, sw, ph, pw):
     return x.new_empty(x.shape[1], 1, kh, kw)
 
 
-@torch.library.custom_op("roadmap::depthwise_input_grad", mutates_args=())
+@op("roadmap::depthwise_input_grad")
 def input_grad(grad: torch.Tensor, weight: torch.Tensor, ph: int, pw: int) -> torch.Tensor:
     """The input gradient of a stride-1 "same" depthwise conv: the forward conv of ``grad``
     with the kernel flipped (oneDNN's own depthwise input gradient costs several forwards)."""

@@ -129,8 +129,8 @@ def run_and_record(cfg: DictConfig, directory: RunDir, dist: Dist, config: dict,
 def run_epochs(cfg: TrainConfig, directory: RunDir, dist: Dist, config: dict,
                tracked: dict, named: dict) -> RunRecord:
     """Prepare the run, go on from its checkpoint if there is one, train the epochs left."""
-    cpu = cpu_kernels(use_threads(cfg.threads))
     on_cpu = resolve_device(cfg.device, dist.local_rank).type == "cpu"
+    cpu = cpu_kernels(use_threads(cfg.threads), on_cpu)
     checkpoint = directory.resume(config, cpu if on_cpu else None)
     run = prepare(cfg, dist)
     try:
