@@ -67,6 +67,10 @@ RETIRED_KEYS = ("ladder.first_step",)
 """Keys that configs recorded before they were removed still hold: they computed nothing, so a
 stored config is compared without them."""
 
+INTRODUCED_KEYS = {"data.resize": 1.0}
+"""Keys added to the schema after runs were recorded, with the value that computes what those
+runs computed: a stored config without one is read as holding that value."""
+
 OUTSIDE_THE_VARIANT = ("step", "seed", "preset", "ladder", *VOLATILE_KEYS)
 """Keys never in the variant: the step and seed have their own parts of the path, the preset
 and ladder name the sweep directory, and the volatile keys name nothing."""
@@ -123,6 +127,18 @@ def without_retired(config: dict) -> dict:
         if isinstance(config.get(node), dict):
             config[node].pop(leaf, None)
     return config
+
+
+def as_recorded_now(stored: dict, requested: dict) -> dict:
+    """A stored config as it would be recorded today: without the :data:`RETIRED_KEYS`, and
+    with each of the :data:`INTRODUCED_KEYS` it lacks, where ``requested`` has that key, at the
+    value that computes what the stored run computed."""
+    stored = without_retired(stored)
+    for key, value in INTRODUCED_KEYS.items():
+        node, _, leaf = key.rpartition(".")
+        if isinstance(stored.get(node), dict) and leaf in (requested.get(node) or {}):
+            stored[node].setdefault(leaf, value)
+    return stored
 
 
 def shown_keys(keys: list[str], most: int = 6) -> str:
@@ -325,7 +341,8 @@ class RunDir:
         """Refuse (:class:`RunRefused`) a config other than the one whose work the directory
         holds."""
         stored = self.stored_config() if self.holds_work() else None
-        changed = diff_keys(stored, config) if stored is not None else []
+        changed = diff_keys(as_recorded_now(stored, config), config) if stored is not None \
+            else []
         if changed:
             raise RunRefused(f"{self.path} holds a run with another config (differs in "
                              f"{shown_keys(changed)}); choose another hydra.run.dir (make "
@@ -415,7 +432,7 @@ class RunDir:
         if checkpoint is None:
             return None
         path = self.path / CHECKPOINT
-        changed = diff_keys(without_retired(json.loads(checkpoint["config"])), config)
+        changed = diff_keys(as_recorded_now(json.loads(checkpoint["config"]), config), config)
         if changed:
             raise RunRefused(f"{path} is the checkpoint of another run (its config differs in "
                              f"{shown_keys(changed)}); fix: move it back to its own run "

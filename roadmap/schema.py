@@ -243,10 +243,14 @@ class ArchiveDataConfig(DataConfig):
     root: str = MISSING
     download: bool = True
     padding: int = 4
+    resize: float = 1.0
+    """The images scaled by this factor (bilinear) as they are loaded, before padding to
+    ``image_size`` (1: as stored)."""
 
     def __post_init__(self) -> None:
         super().__post_init__()
         self.below_image_size("padding")
+        self.number("resize", 0, 8, open_low=True, open_high=False)
 
 
 @dataclass

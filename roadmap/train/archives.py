@@ -74,6 +74,24 @@ def padded_to(images: torch.Tensor, size: int, name: str) -> torch.Tensor:
     return torch.nn.functional.pad(images, (left, size - w - left, top, size - h - top))
 
 
+def resized(images: torch.Tensor, factor: float, chunk: int = 4096) -> torch.Tensor:
+    """uint8 ``images`` scaled by ``factor`` (bilinear, ``align_corners=False``, no
+    antialiasing), rounded back to uint8; by chunks, to bound the float copy. 1: unchanged."""
+    if factor == 1:
+        return images
+    h, w = images.shape[-2:]
+    size = (round(h * factor), round(w * factor))
+    parts = [torch.nn.functional.interpolate(part.float(), size=size, mode="bilinear",
+                                             align_corners=False, antialias=False)
+             .round_().clamp_(0, 255).to(torch.uint8) for part in images.split(chunk)]
+    return torch.cat(parts)
+
+
+def fitted(images: torch.Tensor, data: ArchiveDataConfig, name: str) -> torch.Tensor:
+    """``images`` resized by ``data.resize`` and padded to ``data.image_size``."""
+    return padded_to(resized(images, data.resize), data.image_size, name)
+
+
 def check_labels(labels: torch.Tensor, count: int, num_classes: int, where: str,
                  images: str) -> None:
     """As many labels as images, each in ``[0, num_classes)``."""
@@ -187,11 +205,10 @@ def read_fashion_mnist(data: ArchiveDataConfig) -> Arrays:
                             f"{REINSTALL}")
         check_labels(labels, len(images), 10, str(paths[f"{split}_labels"]),
                      str(paths[f"{split}_images"]))
-    size = data.image_size
-    return Arrays(padded_to(t["train_images"][:, None], size, "Fashion-MNIST"),
-                  t["train_labels"].long(),
-                  padded_to(t["test_images"][:, None], size, "Fashion-MNIST"),
-                  t["test_labels"].long(), 10, {"files": file_identity(paths)})
+    name = "Fashion-MNIST" + (f" (resized x{data.resize:g})" if data.resize != 1 else "")
+    return Arrays(fitted(t["train_images"][:, None], data, name), t["train_labels"].long(),
+                  fitted(t["test_images"][:, None], data, name), t["test_labels"].long(), 10,
+                  {"files": file_identity(paths)})
 
 
 # -- CIFAR --------------------------------------------------------------------------------------
@@ -246,7 +263,7 @@ def read_cifar(data: ArchiveDataConfig) -> Arrays:
     def split(files: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
         parts = [_read_cifar_file(folder / f, label_key, classes) for f in files]
         images = torch.cat([p[0] for p in parts])
-        return padded_to(images, data.image_size, data.name), torch.cat([p[1] for p in parts])
+        return fitted(images, data, data.name), torch.cat([p[1] for p in parts])
 
     paths = {f: folder / f for f in train_files + test_files}
     return Arrays(*split(train_files), *split(test_files), classes,

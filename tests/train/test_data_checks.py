@@ -123,3 +123,18 @@ def test_cifar_is_padded_to_the_image_size_and_identified(tmp_path):
     ds = load_dataset(cifar(tmp_path, image_size=40))
     assert ds.train_images.shape == (50, 3, 40, 40)
     assert sorted(ds.source["files"]) == [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]
+
+
+def test_resize_scales_the_images_before_padding(tmp_path):
+    """Amendment 3's geometry: 28x28 -> 56x56 (bilinear) padded to 64x64."""
+    write_fashion(tmp_path)
+    ds = load_dataset(fashion(tmp_path, image_size=64, resize=2.0))
+    assert ds.train_images.shape == (20, 1, 64, 64)
+    assert ds.train_images[..., :4, :].max() == 0 and ds.train_images[..., -4:, :].max() == 0
+    raw = load_dataset(fashion(tmp_path, image_size=28)).train_images.float()
+    want = torch.nn.functional.interpolate(raw, size=(56, 56), mode="bilinear",
+                                           align_corners=False).round().clamp(0, 255)
+    assert torch.equal(ds.train_images[..., 4:60, 4:60].float(), want)
+    with pytest.raises(DataError, match=r"data.image_size=32 is smaller than Fashion-MNIST "
+                                        r"\(resized x2\)'s 56x56 images"):
+        load_dataset(fashion(tmp_path, image_size=32, resize=2.0))

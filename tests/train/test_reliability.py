@@ -487,3 +487,17 @@ def test_killing_make_stops_the_sweep_and_writes_the_table(tmp_path):
         time.sleep(0.2)
     assert not alive, "the sweep outlived make"
     assert "| ok" in (out / "results.md").read_text()
+
+
+def test_a_run_recorded_before_a_key_was_introduced_is_still_its_config():
+    """``data.resize`` came after runs were recorded: a stored config without it is read at
+    the value that computes what those runs computed (1.0), and only that value."""
+    from roadmap.rundir import as_recorded_now, diff_keys
+
+    def stored():
+        return {"data": {"name": "fashion_mnist", "padding": 4}, "seed": 0}
+
+    same = {"data": {"name": "fashion_mnist", "padding": 4, "resize": 1.0}, "seed": 0}
+    assert diff_keys(as_recorded_now(stored(), same), same) == []
+    other = {"data": {"name": "fashion_mnist", "padding": 4, "resize": 2.0}, "seed": 0}
+    assert diff_keys(as_recorded_now(stored(), other), other) == ["data.resize"]
