@@ -73,6 +73,10 @@ length: $(STAMP) data ## the ends and the recipe step at 10 epochs, 3 seeds (res
 	$(PY) -m roadmap.sweep runs/length --seeds 0,1,2 --steps resnet50,recipe,separate_downsampling -- epochs=10
 	$(PY) -m roadmap.studies.length runs/robustness/cpu runs/length
 
+study-length: $(STAMP) data ## amendment 3, rule 3: step 0 and recipe at 2-32 epochs, 3 seeds (resumable; about an hour) + the chosen length
+	$(PY) -m roadmap.sweep runs/study-length --seeds 0,1,2 --steps resnet50,recipe -- epochs=2,4,8,16,32
+	$(PY) -m roadmap.studies.study length runs/study-length --reference runs/resnet50-cpu/runs.csv
+
 bench: $(STAMP) data ## speed of every step vs torchvision and the machine's peak -> BENCHMARKS.md
 	$(PY) -m roadmap.bench preset=cpu name=cpu-32px
 	$(PY) -m roadmap.bench preset=imagenet name=imagenet-224px batch_size=8 steps=1 repeats=5 warmup=1 data=false
@@ -87,4 +91,4 @@ gpu-check: ## on a machine with one CUDA GPU (no registry needed): every GPU fig
 clean: ## remove the venv and caches (keeps runs/)
 	rm -rf $(VENV) .pytest_cache .ruff_cache *.egg-info
 
-.PHONY: help venv data test lint describe snapshot roadmap protocol robustness length collect plots notebook bench gpu-check clean
+.PHONY: help venv data test lint describe snapshot roadmap protocol robustness length study-length collect plots notebook bench gpu-check clean
