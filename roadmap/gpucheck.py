@@ -53,8 +53,9 @@ def run(command: list[str], what: str) -> float:
     if result.returncode != 0:
         tail = "\n".join(result.stderr.strip().splitlines()[-15:])
         raise RuntimeError(f"{what} failed (exit {result.returncode}):\n{tail}")
-    print(f"roadmap.gpucheck: {what}: {time.time() - start:.0f} s", file=sys.stderr, flush=True)
-    return time.time() - start
+    seconds = time.time() - start
+    print(f"roadmap.gpucheck: {what}: {seconds:.0f} s", file=sys.stderr, flush=True)
+    return seconds
 
 
 def smoke_ladder(out: Path, device: str, tiny: bool) -> dict:
@@ -88,9 +89,9 @@ def preset_ends(out: Path, device: str, tiny: bool, data_root: str | None) -> li
 
     rows = []
     for found in find_run_dirs(out):
-        record, name = found.read_record(), found.identity()["variant"]
+        record, named = found.read_record(), found.identity()
         m = record.metrics if record is not None else {}
-        rows.append({"step": found.identity()["step"], "compile": "compile=true" in name,
+        rows.append({"step": named["step"], "compile": "compile=true" in named["variant"],
                      "precision": precision,
                      "status": record.status if record is not None else "not run",
                      "top1": m.get("top1"), "val_top1": m.get("val_top1"),

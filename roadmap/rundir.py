@@ -313,7 +313,8 @@ class RunDir:
     # the config
 
     def stored_config(self) -> dict | None:
-        """The config the directory's run was made with, without retired keys; None if none."""
+        """The config the directory's run was made with, as stored (compared through
+        :func:`as_recorded_now`); None if none."""
         path = self.path / CONFIG
         if not path.is_file():
             return None
@@ -327,7 +328,7 @@ class RunDir:
             raise RunError(f"{path} holds {type(stored).__name__}, not a config; remove "
                            f"{path} (the run resumes from its checkpoint, if it has one) or "
                            "choose another hydra.run.dir")
-        return without_retired(stored)
+        return stored
 
     def holds_work(self) -> bool:
         if self.has_checkpoint():

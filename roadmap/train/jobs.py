@@ -30,7 +30,7 @@ code)."""
 
 
 def label(cfg: DictConfig, run_dir: Path) -> str:
-    name = run_dir.parent.name.partition(",")[2]
+    name = RunDir(run_dir).identity_from_name().get("variant", "")
     return f"{cfg.step_name}{' (' + name + ')' if name else ''} seed {cfg.seed}"
 
 
