@@ -73,9 +73,41 @@ length: $(STAMP) data ## the ends and the recipe step at 10 epochs, 3 seeds (res
 	$(PY) -m roadmap.sweep runs/length --seeds 0,1,2 --steps resnet50,recipe,separate_downsampling -- epochs=10
 	$(PY) -m roadmap.studies.length runs/robustness/cpu runs/length
 
-study-length: $(STAMP) data ## amendment 3, rule 3: step 0 and recipe at 2-32 epochs, 3 seeds (resumable; about an hour) + the chosen length
-	$(PY) -m roadmap.sweep runs/study-length --seeds 0,1,2 --steps resnet50,recipe -- epochs=2,4,8,16,32
-	$(PY) -m roadmap.studies.study length runs/study-length --reference runs/resnet50-cpu/runs.csv
+# The study preset (experiments/protocol.md, amendment 3): each rule's runs are resumable and kept
+# in results/study/*-runs.tar.gz (roadmap.studies.records), so a study survives a new machine.
+STUDY := results/study
+SAVE = $(PY) -m roadmap.studies.records save
+RESTORE = if [ -f $(STUDY)/$(1)-runs.tar.gz ]; then $(PY) -m roadmap.studies.records restore $(STUDY)/$(1)-runs.tar.gz runs/study-$(1); fi
+STUDY_SEEDS ?= 0,1,2,3,4
+ALT_SEEDS ?= 0,1,2
+
+$(STUDY)/reference-runs.csv: | $(STAMP) # rule 1's reference: one seed of the cpu ladder (make roadmap), timed
+	$(MAKE) roadmap OUT=runs/resnet50-cpu PRESET=cpu SEEDS=0 LADDER=resnet50 ARGS=
+	mkdir -p $(STUDY) && cp runs/resnet50-cpu/runs.csv $@
+
+study-length: $(STAMP) data $(STUDY)/reference-runs.csv ## rule 3: step 0 and recipe at 2-32 epochs, 3 seeds (resumable; under an hour) + the chosen length
+	$(call RESTORE,length)
+	$(PY) -m roadmap.sweep runs/study-length --seeds 0,1,2 --steps resnet50,recipe -- epochs=2,4,8,16,32; \
+	  s=$$?; $(SAVE) runs/study-length $(STUDY)/length-runs.tar.gz; exit $$s
+	$(PY) -m roadmap.studies.study length runs/study-length --reference $(STUDY)/reference-runs.csv --out $(STUDY)
+
+study-geometry: $(STAMP) data ## rule 4: the map-size steps at 64x64 and 32x32, 3 seeds (resumable; hours) + the chosen size and the preset
+	$(call RESTORE,geometry)
+	$(PY) -m roadmap.studies.study geometry runs/study-geometry --length $(STUDY)/length-rule.json --run --out $(STUDY); \
+	  s=$$?; $(SAVE) runs/study-geometry $(STUDY)/geometry-runs.tar.gz; exit $$s
+	$(PY) -m roadmap.studies.study preset --length $(STUDY)/length-rule.json --geometry $(STUDY)/geometry-rule.json --write
+
+study-grid: $(STAMP) data ## rule 5: the protocol grid at the study preset, seeds 0,1 (resumable) + the selection -> conf/protocol/study*.yaml
+	$(call RESTORE,grid)
+	$(PY) -m roadmap.studies.protocol grid runs/study-grid --preset study; \
+	  s=$$?; $(SAVE) runs/study-grid $(STUDY)/grid-runs.tar.gz; exit $$s
+	$(PY) -m roadmap.studies.protocol select runs/study-grid --preset study --write
+	$(PY) -m roadmap.studies.study preset --length $(STUDY)/length-rule.json --geometry $(STUDY)/geometry-rule.json --write
+
+study: $(STAMP) data ## rule 6: the study's ladder, selected protocol x 5 seeds + 2 alternatives x 3 (resumable) + the view with pooled intervals
+	$(call RESTORE,ladder)
+	$(PY) -m roadmap.studies.protocol robustness runs/study-ladder --preset study --selected-seeds $(STUDY_SEEDS) --seeds $(ALT_SEEDS) --intervals pooled; \
+	  s=$$?; $(SAVE) runs/study-ladder $(STUDY)/ladder-runs.tar.gz; exit $$s
 
 bench: $(STAMP) data ## speed of every step vs torchvision and the machine's peak -> BENCHMARKS.md
 	$(PY) -m roadmap.bench preset=cpu name=cpu-32px
@@ -91,4 +123,4 @@ gpu-check: ## on a machine with one CUDA GPU (no registry needed): every GPU fig
 clean: ## remove the venv and caches (keeps runs/)
 	rm -rf $(VENV) .pytest_cache .ruff_cache *.egg-info
 
-.PHONY: help venv data test lint describe snapshot roadmap protocol robustness length study-length collect plots notebook bench gpu-check clean
+.PHONY: help venv data test lint describe snapshot roadmap protocol robustness length study-length study-geometry study-grid study collect plots notebook bench gpu-check clean

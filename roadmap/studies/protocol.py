@@ -42,6 +42,31 @@ MARKERS = ("<!-- selection:start -->", "<!-- selection:end -->")
 
 
 @dataclass(frozen=True)
+class Family:
+    """Whose protocol a grid selects: the ``cpu`` preset's (``conf/protocol/cpu*.yaml``,
+    ``experiments/protocol.json``) or another preset's at another length and size, e.g. the
+    ``study`` (amendment 3, rule 5: ``conf/protocol/study*.yaml``,
+    ``experiments/study-protocol.json``). Paddings are the grid's times ``factor`` (the image
+    size over 32)."""
+
+    name: str = "cpu"
+    factor: int = 1
+
+    @property
+    def json(self) -> Path:
+        return SELECTION_JSON if self.name == "cpu" else \
+            SELECTION_JSON.with_name(f"{self.name}-protocol.json")
+
+    @property
+    def markers(self) -> tuple[str, str]:
+        return MARKERS if self.name == "cpu" else \
+            (f"<!-- {self.name}-selection:start -->", f"<!-- {self.name}-selection:end -->")
+
+
+CPU = Family()
+
+
+@dataclass(frozen=True)
 class Point:
     """One grid point: padding, step-0 schedule, regularisers kept."""
 
@@ -63,10 +88,10 @@ class Point:
 GRID = tuple(Point(*k) for k in itertools.product(PADDINGS, SCHEDULES, REGULARISERS))
 
 
-def grid_sweeps(seeds: str) -> list[tuple[str, list[str]]]:
+def grid_sweeps(seeds: str, factor: int = 1) -> list[tuple[str, list[str]]]:
     """The grid as two sweeps (sub-folder, overrides): step 0 does not depend on the
     regularisers, the ``recipe`` step not on step 0's schedule."""
-    paddings = ",".join(map(str, PADDINGS))
+    paddings = ",".join(str(p * factor) for p in PADDINGS)
     return [("resnet50", ["step=resnet50", f"seed={seeds}", "protocol=grid",
                           f"data.padding={paddings}",
                           f"protocol.step0_schedule={','.join(SCHEDULES)}"]),
@@ -92,13 +117,15 @@ def _validation(runs: list[dict], step: str, match: dict) -> tuple[list[float], 
     return [float(r["val_top1"]) for r in done], problems, finished
 
 
-def score_grid(runs: list[dict], seeds: Sequence[int]) -> list[dict]:
-    """Every grid point's score (NaN when any of its runs is missing or did not complete)."""
+def score_grid(runs: list[dict], seeds: Sequence[int], factor: int = 1) -> list[dict]:
+    """Every grid point's score (NaN when any of its runs is missing or did not complete);
+    a point's padding is in the grid's units (the runs': times ``factor``)."""
     rows = []
     for point in GRID:
-        step0, p0, f0 = _validation(runs, "resnet50", {"padding": point.padding,
+        padding = point.padding * factor
+        step0, p0, f0 = _validation(runs, "resnet50", {"padding": padding,
                                                        "step0_schedule": point.schedule})
-        recipe, p1, f1 = _validation(runs, "recipe", {"padding": point.padding,
+        recipe, p1, f1 = _validation(runs, "recipe", {"padding": padding,
                                                       "regularisers": point.regularisers})
         complete = len(step0) == len(seeds) and len(recipe) == len(seeds)
         s0 = sum(step0) / len(step0) if step0 else math.nan
@@ -145,70 +172,78 @@ def _point(row: dict) -> Point:
 
 # -- what the selection writes ------------------------------------------------------------------
 
-def protocol_yaml(name: str, point: Point, why: str) -> str:
-    """A ``conf/protocol/<name>.yaml`` holding ``point``."""
+def protocol_yaml(name: str, point: Point, why: str, factor: int = 1) -> str:
+    """A ``conf/protocol/<name>.yaml`` holding ``point`` (its padding times ``factor``)."""
     return (f"# @package _global_\n# Written by `python -m roadmap.studies.protocol select "
             f"--write` (experiments/protocol.md): {why}.\nprotocol:\n  name: {name}\n"
             f"  padding: ${{data.padding}}\n  step0_schedule: {point.schedule}\n"
             f"  regularisers: {str(point.regularisers).lower()}\n"
-            f"data:\n  padding: {point.padding}\n")
+            f"data:\n  padding: {point.padding * factor}\n")
 
 
-def selection_markdown(rows: list[dict], result: dict, command: str) -> str:
-    """The result section of experiments/protocol.md: every point's score, the choice."""
+def selection_markdown(rows: list[dict], result: dict, command: str,
+                       family: Family = CPU) -> str:
+    """The result section of experiments/protocol.md: every point's score, the choice
+    (paddings as the runs had them)."""
     lines = [f"Computed by `{command}` from the runs' validation top-1 (seeds "
              f"{result['seeds']}; commit {result['commit']}).", "",
              "| padding | step-0 schedule | regularisers | val resnet50 | val recipe | score |",
              "|---:|---|---|---:|---:|---:|"]
     for r in sorted(rows, key=lambda r: -r["score"] if not math.isnan(r["score"]) else 1e9):
         fmt = lambda v: "" if math.isnan(v) else f"{v:.2f}"  # noqa: E731
-        lines.append(f"| {r['padding']} | {r['schedule']} | "
+        lines.append(f"| {r['padding'] * family.factor} | {r['schedule']} | "
                      f"{'kept' if r['regularisers'] else 'off'} | {fmt(r['val_resnet50'])} | "
                      f"{fmt(r['val_recipe'])} | {fmt(r['score'])} |")
     selected, far, committed = result["selected"], result["far"], result["committed"]
-    second = second_name(committed)
-    lines += ["", f"**Selected** (`protocol/cpu.yaml`): {selected.label()}; score "
+    second = second_name(committed, family)
+    label = (lambda p: p.label()) if family.factor == 1 else \
+        (lambda p: Point(p.padding * family.factor, p.schedule, p.regularisers).label())
+    lines += ["", f"**Selected** (`protocol/{family.name}.yaml`): {label(selected)}; score "
                   f"{result['best_score']:.2f}."
-              + (f" Tied within {TIE} points: {'; '.join(p.label() for p in result['tied'])}."
+              + (f" Tied within {TIE} points: {'; '.join(label(p) for p in result['tied'])}."
                  if len(result["tied"]) > 1 else ""),
-              f"**Alternatives**: `cpu_far` = {far.label()}; `{second}` = "
-              + (committed.label() if committed else "none (no eligible point left)") + "."]
+              f"**Alternatives**: `{family.name}_far` = {label(far)}; `{second}` = "
+              + (label(committed) if committed else "none (no eligible point left)") + "."]
     problems = [p for r in rows for p in r["problems"]]
     if problems:
         lines += ["", "Runs that did not complete: " + "; ".join(problems) + "."]
     return "\n".join(lines)
 
 
-def second_name(point: Point | None) -> str:
+def second_name(point: Point | None, family: Family = CPU) -> str:
     """The second alternative's protocol name: ``cpu_committed`` when it is the committed
-    protocol, else ``cpu_next``."""
-    return "cpu_committed" if point == Point(*PAPER) else "cpu_next"
+    protocol, else ``cpu_next`` (``study_...`` for the study's)."""
+    return f"{family.name}_{'committed' if point == Point(*PAPER) else 'next'}"
 
 
-def write_selection(rows: list[dict], result: dict, command: str, root: Path = ROOT) -> None:
-    """The protocol files, experiments/protocol.json and the section of protocol.md, below
-    ``root`` (the repository)."""
+def write_selection(rows: list[dict], result: dict, command: str, root: Path = ROOT,
+                    family: Family = CPU) -> None:
+    """The protocol files, the family's JSON and its section of protocol.md, below ``root``
+    (the repository)."""
     folder = root / "conf" / "protocol"
-    files = {"cpu": (result["selected"], "the selection, the cpu preset's protocol"),
-             "cpu_far": (result["far"], "the alternative with every factor changed")}
+    name = family.name
+    files = {name: (result["selected"], f"the selection, the {name} preset's protocol"),
+             f"{name}_far": (result["far"], "the alternative with every factor changed")}
     if result["committed"] is not None:
-        files[second_name(result["committed"])] = (
+        files[second_name(result["committed"], family)] = (
             result["committed"], "the first published ladder's protocol" if
             result["committed"] == Point(*PAPER) else "the best other point that changes the "
             "padding or the regularisers (the committed protocol is the selection or far)")
-    for name, (point, why) in files.items():
-        (folder / f"{name}.yaml").write_text(protocol_yaml(name, point, why))
-    (root / SELECTION_JSON.relative_to(ROOT)).write_text(json.dumps({
+    for file, (point, why) in files.items():
+        (folder / f"{file}.yaml").write_text(protocol_yaml(file, point, why, family.factor))
+    (root / family.json.relative_to(ROOT)).write_text(json.dumps({
         "rule": "experiments/protocol.md", "command": command, "seeds": result["seeds"],
+        "padding_factor": family.factor,
         "commit": result["commit"], "grid": rows,
         "selected": asdict(result["selected"]), "far": asdict(result["far"]),
         "committed": asdict(result["committed"]) if result["committed"] else None,
         "protocols": list(files)}, indent=2, default=str) + "\n")
     markdown = root / PROTOCOL_MD.relative_to(ROOT)
     text = markdown.read_text()
-    start, end = text.index(MARKERS[0]) + len(MARKERS[0]), text.index(MARKERS[1])
-    markdown.write_text(text[:start] + "\n" + selection_markdown(rows, result, command)
-                           + "\n" + text[end:])
+    first, last = family.markers
+    start, end = text.index(first) + len(first), text.index(last)
+    markdown.write_text(text[:start] + "\n" + selection_markdown(rows, result, command, family)
+                        + "\n" + text[end:])
 
 
 # -- the commands -------------------------------------------------------------------------------
@@ -219,12 +254,21 @@ def _sweep(command: list[str]) -> int:
     return run_sweep(command)
 
 
+def family_of(preset: str) -> Family:
+    """The protocol family a preset's grid selects: named after the preset, paddings scaled
+    by its image size over 32."""
+    from roadmap.conf import compose
+
+    size = int(compose(["step=resnet50", f"preset={preset}"], check=False).data.image_size)
+    return Family(preset, max(1, size // 32))
+
+
 def run_grid(out: Path, seeds: str, preset: str, extra: Sequence[str]) -> int:
     """The grid's two sweeps (resumable), each followed by its tables."""
     from roadmap.results.collect import main as collect
 
     status = 0
-    for sub, overrides in grid_sweeps(seeds):
+    for sub, overrides in grid_sweeps(seeds, family_of(preset).factor):
         command = [sys.executable, "-m", "roadmap.train", "--multirun", *overrides,
                    f"preset={preset}", f"hydra.sweep.dir={out / sub}", *extra]
         code = _sweep(command)
@@ -235,19 +279,21 @@ def run_grid(out: Path, seeds: str, preset: str, extra: Sequence[str]) -> int:
     return status
 
 
-def run_select(out: Path, seeds: Sequence[int], write: bool, root: Path = ROOT) -> dict:
+def run_select(out: Path, seeds: Sequence[int], write: bool, root: Path = ROOT,
+               family: Family = CPU) -> dict:
     """Score the grid from the runs under ``out``, apply the rule, print (and write) it."""
     from roadmap.results.collect import find_runs
 
     runs = find_runs(out)
-    rows = score_grid(runs, seeds)
+    rows = score_grid(runs, seeds, family.factor)
     result = select(rows)
     commits = sorted({str(r.get("commit")) for r in runs if r["status"] == "completed"})
     result.update(seeds=",".join(map(str, seeds)), commit=", ".join(commits) or "unknown")
-    command = f"python -m roadmap.studies.protocol select {out} --seeds {result['seeds']}"
-    print(selection_markdown(rows, result, command))
+    command = (f"python -m roadmap.studies.protocol select {out} --seeds {result['seeds']}"
+               + ("" if family == CPU else f" --preset {family.name}"))
+    print(selection_markdown(rows, result, command, family))
     if write:
-        write_selection(rows, result, command + " --write", root)
+        write_selection(rows, result, command + " --write", root, family)
     return result
 
 
@@ -258,9 +304,11 @@ def preset_protocol(preset: str) -> str:
 
 
 def run_robustness(out: Path, seeds: str, preset: str, protocols: Sequence[str],
-                   extra: Sequence[str], steps: Sequence[str] | None = None) -> int:
-    """The ladder under each protocol into ``out/<protocol>`` (resumable), then every table
-    and the view across protocols."""
+                   extra: Sequence[str], steps: Sequence[str] | None = None,
+                   own_seeds: str | None = None, intervals: str = "welch") -> int:
+    """The ladder under each protocol into ``out/<protocol>`` (resumable; the preset's own
+    protocol with ``own_seeds`` when given), then every table and the view across
+    protocols."""
     from roadmap.results.collect import main as collect
     from roadmap.studies.robustness import main as view
     from roadmap.sweep import sweep_command
@@ -269,20 +317,24 @@ def run_robustness(out: Path, seeds: str, preset: str, protocols: Sequence[str],
     status = 0
     for name in protocols:
         overrides = [*([] if name == own else [f"protocol={name}"]), *extra]
-        command = sweep_command(str(out / name), preset, seeds, "resnet50", overrides, steps)
+        command = sweep_command(str(out / name), preset,
+                                own_seeds if own_seeds and name == own else seeds,
+                                "resnet50", overrides, steps)
         code = _sweep(command)
         collect([str(out / name)])
         if code >= 128:  # stopped by a signal: stop here too (rerunning resumes)
             return code
         status = code or status
-    return view([str(out), "--protocols", ",".join(protocols)]) or status
+    return view([str(out), "--protocols", ",".join(protocols), "--intervals", intervals]) \
+        or status
 
 
-def default_protocols() -> list[str]:
-    if not SELECTION_JSON.is_file():
-        raise ValueError(f"{SELECTION_JSON.relative_to(ROOT)} not found: run `make protocol` "
-                         "first, or name the protocols with --protocols a,b,c")
-    return list(json.loads(SELECTION_JSON.read_text())["protocols"])
+def default_protocols(family: Family = CPU) -> list[str]:
+    if not family.json.is_file():
+        raise ValueError(f"{family.json.relative_to(ROOT)} not found: run the {family.name} "
+                         "grid and select --write first, or name the protocols with "
+                         "--protocols a,b,c")
+    return list(json.loads(family.json.read_text())["protocols"])
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -290,27 +342,34 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("command", choices=("grid", "select", "robustness"))
     parser.add_argument("out", type=Path, help="the folder of the runs")
     parser.add_argument("--seeds", default=None, help="default: 0,1 (grid), 0,1,2 (robustness)")
-    parser.add_argument("--preset", default="cpu")
+    parser.add_argument("--selected-seeds", default=None, help="robustness: the seeds of the "
+                        "preset's own (selected) protocol (default: --seeds)")
+    parser.add_argument("--preset", default="cpu", help="whose protocol: cpu (conf/protocol/"
+                        "cpu*.yaml) or another preset's (e.g. study: study*.yaml)")
     parser.add_argument("--protocols", default=None, help="robustness: a,b,c (default: the "
                         "selection and its alternatives, experiments/protocol.json)")
     parser.add_argument("--write", action="store_true", help="select: write the selection")
     parser.add_argument("--steps", default=None, help="robustness: a,b,c of the ladder "
                         "(default: all)")
+    parser.add_argument("--intervals", choices=("welch", "pooled"), default="welch",
+                        help="robustness: the intervals of the view's verdicts")
     args, extra = parser.parse_known_args(argv)
     extra = [o for o in extra if o != "--"]
     seeds = args.seeds or ("0,1,2" if args.command == "robustness" else "0,1")
     try:
         seed_list = [int(s) for s in seeds.split(",")]
+        family = CPU if args.preset == "cpu" else family_of(args.preset)
         if args.command == "grid":
             status = run_grid(args.out, seeds, args.preset, extra)
-            run_select(args.out, seed_list, write=False)  # adopting it: select --write
+            run_select(args.out, seed_list, write=False, family=family)  # adopting: --write
             return status
         if args.command == "select":
-            run_select(args.out, seed_list, args.write)
+            run_select(args.out, seed_list, args.write, family=family)
             return 0
-        protocols = args.protocols.split(",") if args.protocols else default_protocols()
+        protocols = args.protocols.split(",") if args.protocols else default_protocols(family)
         steps = args.steps.split(",") if args.steps else None
-        return run_robustness(args.out, seeds, args.preset, protocols, extra, steps)
+        return run_robustness(args.out, seeds, args.preset, protocols, extra, steps,
+                              args.selected_seeds, args.intervals)
     except (ValueError, FileNotFoundError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

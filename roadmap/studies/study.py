@@ -2,6 +2,8 @@
 from run directories (validation top-1 and wall times only; nothing is typed by hand):
 
     python -m roadmap.studies.study length SWEEP --reference RUNS_CSV [--out DIR]
+    python -m roadmap.studies.study geometry SWEEP --length JSON [--run] [--out DIR]
+    python -m roadmap.studies.study preset --length JSON --geometry JSON [--write]
 
 ``length`` (rule 3): ``SWEEP`` holds step 0 and the ``recipe`` step at E = 2, 4, 8, 16, 32
 epochs (``python -m roadmap.sweep SWEEP --steps resnet50,recipe --seeds 0,1,2 -- epochs=2,4,8,
@@ -10,6 +12,18 @@ validation top-1 to both steps, or the longest E whose whole ladder fits the bud
 whichever is shorter. The ladder's time at E is predicted from ``RUNS_CSV``, the ``runs.csv`` of
 one seed of the ladder at the same size (each run's ``wall_s`` scaled by E over its epochs, plus
 the sweep's own overhead, :data:`OVERHEAD_S`).
+
+``geometry`` (rule 4): with ``--run``, first the check itself, resumable: the steps whose
+mechanism depends on the map size and their parents (:data:`GEOMETRY_STEPS`) at the chosen
+length, seeds 0-2, at 64x64 (``SWEEP/64``) and 32x32 (``SWEEP/32``). Then the rule: 64x64 if
+the whole ladder at 64x64 is predicted to fit the budget (each step's measured ``wall_s`` at
+64x64, the nearest checked step's for the others), else 32x32; and the check's changes with
+their pooled intervals at both sizes, whatever they show (its accuracies do not enter the
+choice).
+
+``preset``: the ``study`` preset the two rules chose (``conf/preset/study.yaml``: the ``cpu``
+preset at the chosen length and size, under the study's own selected protocol once rule 5 has
+written ``conf/protocol/study.yaml``, the ``cpu`` protocol until then).
 """
 
 from __future__ import annotations
@@ -93,7 +107,216 @@ def choose_length(table: pd.DataFrame, reference: pd.DataFrame) -> dict:
                                   for e in LENGTHS}}
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+# -- rule 4: geometry ---------------------------------------------------------------------------
+
+GEOMETRY_STEPS = ("stage_ratio", "patchify_stem", "inverted_bottleneck", "move_up_dwconv",
+                  "kernel_5", "kernel_7", "kernel_9", "kernel_11", "layer_norm",
+                  "separate_downsampling")
+"""The steps whose mechanism depends on the map size, and their parents (rule 4)."""
+SIZES = (64, 32)
+"""The check's sizes, the larger first: the rule reads its times."""
+BASE_SIZE = 32
+
+
+def size_overrides(size: int, padding: int = 0) -> list[str]:
+    """Fashion-MNIST at ``size``: 28x28 scaled by size/32 and padded to ``size`` (the same 1/8
+    border as 28 -> 32), the crop padding scaled alike."""
+    if size == BASE_SIZE:
+        return []
+    factor = size // BASE_SIZE
+    return [f"data.resize={factor}", f"data.image_size={size}",
+            *([f"data.padding={padding * factor}"] if padding else [])]
+
+
+def run_geometry_check(sweep: Path, epochs: int, seeds: str = "0,1,2") -> int:
+    """The check's two sweeps (resumable), each followed by its tables; the worst exit code."""
+    from roadmap.conf import compose
+    from roadmap.sweep import report, run_sweep, sweep_command
+
+    padding = int(compose(["step=resnet50", "preset=cpu"]).data.padding)
+    status = 0
+    for size in SIZES:
+        out = sweep / str(size)
+        command = sweep_command(str(out), "cpu", seeds, "resnet50",
+                                [f"epochs={epochs}", *size_overrides(size, padding)],
+                                GEOMETRY_STEPS)
+        code = run_sweep(command, out)
+        if out.is_dir():
+            report(out)
+        if code >= 128:  # stopped by a signal: stop here too (rerunning resumes)
+            return code
+        status = code or status
+    return status
+
+
+def nearest_step(step: str, ran: Sequence[str], order: Sequence[str]) -> str:
+    """The step of ``ran`` nearest to ``step`` in the ladder's ``order`` (ties: the earlier)."""
+    return min(ran, key=lambda s: (abs(order.index(s) - order.index(step)), order.index(s)))
+
+
+def predicted_ladder_minutes(runs: list[dict], order: Sequence[str]) -> float:
+    """One seed of the whole ladder, predicted from ``runs`` (completed runs of some of its
+    steps, at the length and size predicted): each step's mean ``wall_s``, the nearest run
+    step's for the others, plus :data:`OVERHEAD_S`."""
+    walls: dict[str, list[float]] = {}
+    for r in runs:
+        if r.get("status") == "completed":
+            walls.setdefault(r["step"], []).append(float(r["wall_s"]))
+    if not walls:
+        raise ValueError("no completed run to predict the ladder's time from")
+    ran = [s for s in order if s in walls]
+    mean = {s: sum(v) / len(v) for s, v in walls.items()}
+    return (sum(mean[nearest_step(s, ran, order)] for s in order) + OVERHEAD_S) / 60
+
+
+def unfinished(runs: list[dict], steps: Sequence[str], seeds: int = 3) -> list[str]:
+    """The check's (step, size) pairs whose runs have not all finished."""
+    finished = ("completed", "failed", "diverged")
+    return [s for s in steps
+            if sum(r.get("step") == s and r.get("status") in finished for r in runs) < seeds]
+
+
+def choose_size(runs_by_size: dict[int, list[dict]], order: Sequence[str],
+                budget: float = BUDGET_MIN * (1 - LEFT_FOR_SLOWER)) -> dict:
+    """Rule 4: the larger size if its whole ladder is predicted to fit ``budget`` minutes."""
+    minutes = {size: round(predicted_ladder_minutes(runs, order), 1)
+               for size, runs in runs_by_size.items()}
+    large = max(minutes)
+    fits = minutes[large] <= budget
+    return {"image_size": large if fits else BASE_SIZE,
+            "resize": large // BASE_SIZE if fits else 1,
+            "rule": (f"{large}x{large} fits the budget" if fits else
+                     f"{large}x{large} does not fit the budget"),
+            "predicted_minutes": minutes, "budget_minutes": round(budget, 1)}
+
+
+def check_changes(tables: dict[int, pd.DataFrame]) -> pd.DataFrame:
+    """The check's changes (steps whose parent it ran) at each size: the change of test top-1
+    against the parent with its pooled and Welch 95% half-widths, the seeds."""
+    rows = {}
+    for size, table in tables.items():
+        for r in table.to_dict("records"):
+            if not isinstance(r.get("delta_top1"), float) or math.isnan(r["delta_top1"]):
+                continue
+            row = rows.setdefault(r["step"], {"step": r["step"], "parent": r["parent"]})
+            row.update({f"delta_{size}": r["delta_top1"],
+                        f"pooled_ci95_{size}": r["delta_pooled_ci95"],
+                        f"welch_ci95_{size}": r["delta_ci95"], f"n_{size}": r["n"]})
+    return pd.DataFrame(list(rows.values()))
+
+
+def geometry_rule(sweep: Path, out: Path) -> dict:
+    """Rule 4 from the check under ``sweep``: the choice, written with the check's changes to
+    ``out/geometry-rule.{json,md}``."""
+    from roadmap.ladder import step_names
+    from roadmap.results.collect import expected_runs, summarise
+
+    runs = {size: find_runs(sweep / str(size)) if (sweep / str(size)).is_dir() else []
+            for size in SIZES}
+    missing = [f"{s} at {size}x{size}" for size in SIZES
+               for s in unfinished(runs[size], GEOMETRY_STEPS)]
+    if missing:
+        raise ValueError(f"the geometry check in {sweep} is not finished ({', '.join(missing[:4])}"
+                         f"{' ...' if len(missing) > 4 else ''}); rerun make study-geometry")
+    choice = choose_size(runs, step_names())
+    changes = check_changes({size: summarise(runs[size], expected_runs(sweep / str(size)))
+                             for size in SIZES})
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "geometry-rule.json").write_text(json.dumps(
+        {**choice, "changes": changes.to_dict("records")}, indent=1, default=str) + "\n")
+    (out / "geometry-rule.md").write_text(geometry_markdown(choice, changes, sweep))
+    return choice
+
+
+def geometry_markdown(choice: dict, changes: pd.DataFrame, sweep: Path) -> str:
+    from roadmap.results.text import change
+
+    lines = ["# Rule 4: the study's image size (experiments/protocol.md, amendment 3)", "",
+             f"Computed by `python -m roadmap.studies.study geometry {sweep}` from the check's "
+             "runs. Each change of test top-1 against its parent, with its 95% interval from "
+             "the seed std pooled over the check's steps at that size (reported only; the "
+             "accuracies do not enter the choice).", "",
+             "| change | parent | " + " | ".join(f"{s}x{s} (pooled)" for s in SIZES) + " | "
+             + " | ".join(f"{s}x{s} (Welch)" for s in SIZES) + " |",
+             "|---|---|" + "---:|" * (2 * len(SIZES))]
+    for r in changes.to_dict("records"):
+        cells = [change(r.get(f"delta_{s}", math.nan), r.get(f"pooled_ci95_{s}", math.nan))
+                 for s in SIZES] + [change(r.get(f"delta_{s}", math.nan),
+                                           r.get(f"welch_ci95_{s}", math.nan)) for s in SIZES]
+        lines.append(f"| {r['step']} | {r['parent']} | " + " | ".join(cells) + " |")
+    minutes = ", ".join(f"{s}x{s}: {m} min" for s, m in choice["predicted_minutes"].items())
+    lines += ["", f"Predicted ladder (one seed): {minutes}; budget {choice['budget_minutes']} "
+                  f"min. Chosen: {choice['image_size']}x{choice['image_size']} "
+                  f"({choice['rule']})."]
+    return "\n".join(lines) + "\n"
+
+
+# -- the preset ---------------------------------------------------------------------------------
+
+ROOT = Path(__file__).resolve().parents[2]
+PRESET = ROOT / "conf" / "preset" / "study.yaml"
+STUDY_PROTOCOL = ROOT / "conf" / "protocol" / "study.yaml"
+
+
+def preset_yaml(length: dict, geometry: dict, protocol: str) -> str:
+    """``conf/preset/study.yaml``: the cpu preset at the length and size the rules chose."""
+    size, resize = int(geometry["image_size"]), int(geometry["resize"])
+    return (
+        "# @package _global_\n"
+        "# Written by `python -m roadmap.studies.study preset --write` from the rules of\n"
+        "# experiments/protocol.md, amendment 3 (results/study/): the cpu preset at\n"
+        f"# {length['epochs']} epochs (rule 3: {length['rule']}) and {size}x{size} (rule 4: "
+        f"{geometry['rule']}),\n"
+        + ("# under the study's protocol, selected by rule 5 (conf/protocol/study.yaml).\n"
+           if protocol == "study" else
+           "# under the cpu protocol until rule 5 selects the study's (make study-grid).\n")
+        + "defaults:\n  - cpu\n  - _self_\n"
+        f"  - override /protocol: {protocol}\n"
+        f"preset_name: study\nepochs: {int(length['epochs'])}\n"
+        f"data:\n  image_size: {size}\n  resize: {resize}\n")
+
+
+def write_preset(length_json: Path, geometry_json: Path, write: bool) -> str:
+    for path in (length_json, geometry_json):
+        if not path.is_file():
+            raise ValueError(f"{path} not found: run make study-length and make "
+                             "study-geometry first")
+    length, geometry = (json.loads(p.read_text()) for p in (length_json, geometry_json))
+    if length.get("epochs") is None:
+        raise ValueError(f"{length_json} chose no length ({length.get('rule')})")
+    text = preset_yaml(length, geometry, "study" if STUDY_PROTOCOL.is_file() else "cpu")
+    if write:
+        PRESET.write_text(text)
+    return text
+
+
+def length_rule(sweep: Path, reference: Path, out: Path) -> dict:
+    """Rule 3 from the length study under ``sweep``, written to ``out/length-rule.{json,md}``."""
+    table = validation_by_length(find_runs(sweep))
+    if not table["complete"].all():
+        short = table[~table["complete"]]
+        raise ValueError(f"the length study in {sweep} is not complete ("
+                         + ", ".join(f"{r['step']} at {r['epochs']}: {r['n']} of 3 seeds"
+                                     for r in short.to_dict("records")[:4])
+                         + (" ..." if len(short) > 4 else "")
+                         + "); rerun make study-length to finish it")
+    choice = choose_length(table, pd.read_csv(reference))
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "length-rule.json").write_text(json.dumps(
+        {**choice, "validation": table.to_dict("records")}, indent=1) + "\n")
+    (out / "length-rule.md").write_text(
+        "# Rule 3: the study's length (experiments/protocol.md, amendment 3)\n\n"
+        + f"Computed by `python -m roadmap.studies.study length {sweep} --reference "
+          f"{reference}` from the runs' validation top-1 (mean of 3 seeds).\n\n"
+        + table.to_markdown(index=False, floatfmt=".2f") + "\n\n"
+        + "Predicted ladder, one seed: " + ", ".join(
+            f"{e} epochs {m} min" for e, m in choice.get("predicted_minutes", {}).items())
+        + f".\n\nChosen: {choice['epochs']} epochs ({choice['rule']}; converged at "
+          f"{choice['converged']}, the budget allows {choice['budget']}).\n")
+    return choice
+
+
+def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description="amendment 3's rules, from the runs")
     sub = parser.add_subparsers(dest="rule", required=True)
     length = sub.add_parser("length", help="rule 3: the study's training length")
@@ -101,33 +324,49 @@ def main(argv: Sequence[str] | None = None) -> int:
     length.add_argument("--reference", type=Path, required=True,
                         help="runs.csv of one seed of the ladder at the same size")
     length.add_argument("--out", type=Path, help="where to write length-rule.json/.md")
-    args = parser.parse_args(argv)
-    for path in (args.sweep, args.reference):
-        if not path.exists():
-            print(f"error: {path} not found", file=sys.stderr)
-            return 2
-    table = validation_by_length(find_runs(args.sweep))
-    if not table["complete"].all():
-        short = table[~table["complete"]]
-        print(f"error: the length study in {args.sweep} is not complete ("
-              + ", ".join(f"{r['step']} at {r['epochs']}: {r['n']} of 3 seeds"
-                          for r in short.to_dict("records")[:4])
-              + (" ..." if len(short) > 4 else "") + "); rerun make study-length to finish it",
-              file=sys.stderr)
+    geometry = sub.add_parser("geometry", help="rule 4: the study's image size")
+    geometry.add_argument("sweep", type=Path)
+    geometry.add_argument("--length", type=Path, required=True, help="length-rule.json")
+    geometry.add_argument("--run", action="store_true", help="run the check first (resumes)")
+    geometry.add_argument("--out", type=Path, help="where to write geometry-rule.json/.md")
+    preset = sub.add_parser("preset", help="the study preset the rules chose")
+    preset.add_argument("--length", type=Path, required=True, help="length-rule.json")
+    preset.add_argument("--geometry", type=Path, required=True, help="geometry-rule.json")
+    preset.add_argument("--write", action="store_true", help=f"write {PRESET.relative_to(ROOT)}")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        if args.rule == "preset":
+            text = write_preset(args.length, args.geometry, args.write)
+            print(text if not args.write else
+                  f"roadmap.studies.study: wrote {PRESET.relative_to(ROOT)}")
+            return 0
+        if args.rule == "length":
+            for path in (args.sweep, args.reference):
+                if not path.exists():
+                    raise ValueError(f"{path} not found")
+            choice = length_rule(args.sweep, args.reference, args.out or args.sweep)
+            print(f"roadmap.studies.study: length {choice['epochs']} epochs ({choice['rule']})"
+                  f" -> {(args.out or args.sweep) / 'length-rule.md'}")
+            return 0
+        if not args.length.is_file():
+            raise ValueError(f"{args.length} not found: run make study-length first")
+        epochs = json.loads(args.length.read_text()).get("epochs")
+        if epochs is None:
+            raise ValueError(f"{args.length} chose no length")
+        status = run_geometry_check(args.sweep, int(epochs)) if args.run else 0
+        if status >= 128:
+            return status
+        choice = geometry_rule(args.sweep, args.out or args.sweep)
+        print(f"roadmap.studies.study: {choice['image_size']}x{choice['image_size']} "
+              f"({choice['rule']}) -> {(args.out or args.sweep) / 'geometry-rule.md'}")
+        return status
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
         return 2
-    choice = choose_length(table, pd.read_csv(args.reference))
-    out = args.out or args.sweep
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "length-rule.json").write_text(json.dumps(
-        {**choice, "validation": table.to_dict("records")}, indent=1) + "\n")
-    (out / "length-rule.md").write_text(
-        "# Rule 3: the study's length (experiments/protocol.md, amendment 3)\n\n"
-        + table.to_markdown(index=False, floatfmt=".2f") + "\n\n"
-        + f"Chosen: {choice['epochs']} epochs ({choice['rule']}; converged at "
-          f"{choice['converged']}, the budget allows {choice['budget']}).\n")
-    print(f"roadmap.studies.study: length {choice['epochs']} epochs ({choice['rule']}) -> "
-          f"{out / 'length-rule.md'}")
-    return 0
 
 
 if __name__ == "__main__":

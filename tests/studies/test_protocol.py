@@ -128,6 +128,40 @@ def test_the_selection_is_written_where_the_preset_reads_it(tmp_path):
     assert text.index("## The rule") < text.index("**Selected**")  # the rule is kept
 
 
+def test_the_studys_grid_scales_the_padding_and_writes_its_own_protocols(tmp_path):
+    from roadmap.studies.protocol import Family
+
+    for folder in ("conf/protocol", "experiments"):
+        (tmp_path / folder).mkdir(parents=True)
+    shutil.copy(ROOT / "experiments" / "protocol.md", tmp_path / "experiments")
+    study = Family("study", 2)
+    assert "data.padding=0,4,8" in dict(grid_sweeps("0,1", study.factor))["resnet50"]
+    step0, recipe = flat()
+    step0[(2, "cosine")] = 90.0
+    runs = grid_runs(step0, recipe)
+    for r in runs:  # the runs had the paddings at 64x64
+        r["protocol.padding"] *= 2
+    rows = score_grid(runs, seeds=(0, 1), factor=2)
+    result = {**select(rows), "seeds": "0,1", "commit": "abc1234"}
+    assert result["selected"] == Point(2, "cosine", True)  # the grid's units
+    write_selection(rows, result, "python -m roadmap.studies.protocol select X --preset study",
+                    root=tmp_path, family=study)
+    written = (tmp_path / "conf/protocol/study.yaml").read_text()
+    assert "name: study" in written and "padding: 4" in written
+    assert sorted(p.name for p in (tmp_path / "conf/protocol").iterdir()) == \
+        ["study.yaml", "study_committed.yaml", "study_far.yaml"]
+    saved = json.loads((tmp_path / "experiments/study-protocol.json").read_text())
+    assert saved["protocols"] == ["study", "study_far", "study_committed"]
+    assert saved["padding_factor"] == 2
+    assert not (tmp_path / "experiments/protocol.json").exists()  # the cpu selection is kept
+    text = (tmp_path / "experiments/protocol.md").read_text()
+    section = text[text.index("<!-- study-selection:start -->"):]
+    assert "**Selected** (`protocol/study.yaml`): padding 4, cosine" in section
+    assert "| 8 | step | kept |" in section  # the paddings the runs had
+    cpu = text[text.index("<!-- selection:start -->"):text.index("<!-- selection:end -->")]
+    assert cpu in (ROOT / "experiments" / "protocol.md").read_text()  # untouched
+
+
 def test_the_grid_sweeps_cover_the_grid_once():
     sweeps = dict(grid_sweeps("0,1"))
     assert set(sweeps) == {"resnet50", "recipe"}
