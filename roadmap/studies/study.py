@@ -128,16 +128,17 @@ def size_overrides(size: int, padding: int = 0) -> list[str]:
             *([f"data.padding={padding * factor}"] if padding else [])]
 
 
-def run_geometry_check(sweep: Path, epochs: int, seeds: str = "0,1,2") -> int:
+def run_geometry_check(sweep: Path, epochs: int, seeds: str = "0,1,2",
+                       preset: str = "cpu") -> int:
     """The check's two sweeps (resumable), each followed by its tables; the worst exit code."""
     from roadmap.conf import compose
     from roadmap.sweep import report, run_sweep, sweep_command
 
-    padding = int(compose(["step=resnet50", "preset=cpu"]).data.padding)
+    padding = int(compose(["step=resnet50", f"preset={preset}"]).data.padding)
     status = 0
     for size in SIZES:
         out = sweep / str(size)
-        command = sweep_command(str(out), "cpu", seeds, "resnet50",
+        command = sweep_command(str(out), preset, seeds, "resnet50",
                                 [f"epochs={epochs}", *size_overrides(size, padding)],
                                 GEOMETRY_STEPS)
         code = run_sweep(command, out)
@@ -222,6 +223,8 @@ def geometry_rule(sweep: Path, out: Path) -> dict:
     changes = check_changes({size: summarise(runs[size], expected_runs(sweep / str(size)))
                              for size in SIZES})
     out.mkdir(parents=True, exist_ok=True)
+    for size in SIZES:  # every run's row
+        pd.DataFrame(runs[size]).to_csv(out / f"geometry-runs-{size}.csv", index=False)
     (out / "geometry-rule.json").write_text(json.dumps(
         {**choice, "changes": changes.to_dict("records")}, indent=1, default=str) + "\n")
     (out / "geometry-rule.md").write_text(geometry_markdown(choice, changes, sweep))
@@ -292,7 +295,8 @@ def write_preset(length_json: Path, geometry_json: Path, write: bool) -> str:
 
 def length_rule(sweep: Path, reference: Path, out: Path) -> dict:
     """Rule 3 from the length study under ``sweep``, written to ``out/length-rule.{json,md}``."""
-    table = validation_by_length(find_runs(sweep))
+    runs = find_runs(sweep)
+    table = validation_by_length(runs)
     if not table["complete"].all():
         short = table[~table["complete"]]
         raise ValueError(f"the length study in {sweep} is not complete ("
@@ -300,8 +304,14 @@ def length_rule(sweep: Path, reference: Path, out: Path) -> dict:
                                      for r in short.to_dict("records")[:4])
                          + (" ..." if len(short) > 4 else "")
                          + "); rerun make study-length to finish it")
-    choice = choose_length(table, pd.read_csv(reference))
+    ref = pd.read_csv(reference)
+    choice = choose_length(table, ref)
+    done = ref[ref["status"] == "completed"]
+    choice["reference"] = {"runs": int(len(done)), "wall_s": round(float(done["wall_s"].sum()), 1),
+                           "epochs": sorted({int(e) for e in done["epochs"]}),
+                           "commits": sorted({str(c) for c in done.get("commit", [])})}
     out.mkdir(parents=True, exist_ok=True)
+    pd.DataFrame(runs).to_csv(out / "length-runs.csv", index=False)  # every run's row
     (out / "length-rule.json").write_text(json.dumps(
         {**choice, "validation": table.to_dict("records")}, indent=1) + "\n")
     (out / "length-rule.md").write_text(
@@ -309,6 +319,9 @@ def length_rule(sweep: Path, reference: Path, out: Path) -> dict:
         + f"Computed by `python -m roadmap.studies.study length {sweep} --reference "
           f"{reference}` from the runs' validation top-1 (mean of 3 seeds).\n\n"
         + table.to_markdown(index=False, floatfmt=".2f") + "\n\n"
+        + f"Reference: {choice['reference']['runs']} runs of the cpu ladder, "
+          f"{choice['reference']['wall_s']} s of runs (commit "
+          f"{', '.join(choice['reference']['commits'])}). "
         + "Predicted ladder, one seed: " + ", ".join(
             f"{e} epochs {m} min" for e, m in choice.get("predicted_minutes", {}).items())
         + f".\n\nChosen: {choice['epochs']} epochs ({choice['rule']}; converged at "

@@ -303,3 +303,22 @@ def test_a_protocol_without_runs_leaves_every_verdict_unresolved():
     assert list(alone["verdict"]) == ["", ROBUST_GAIN]  # one protocol: resolved there
     both = cross_table({"cpu": done, "cpu_far": pd.DataFrame()})
     assert list(both["verdict"]) == ["", UNRESOLVED] and both["cpu_far.n"].tolist() == [0, 0]
+
+
+def test_the_selected_protocol_gets_its_own_seeds(monkeypatch, tmp_path):
+    """Amendment 3, rule 6: 5 seeds for the selected protocol, 3 for each alternative."""
+    import roadmap.results.collect as collect
+    import roadmap.studies.protocol as protocol
+    import roadmap.studies.robustness as robustness
+
+    commands, views = [], []
+    monkeypatch.setattr(protocol, "_sweep", lambda command: commands.append(command) or 0)
+    monkeypatch.setattr(collect, "main", lambda argv: 0)
+    monkeypatch.setattr(robustness, "main", lambda argv: views.append(argv) or 0)
+    assert protocol.main(["robustness", str(tmp_path), "--protocols", "cpu,cpu_far",
+                          "--selected-seeds", "0,1,2,3,4", "--seeds", "0,1,2",
+                          "--intervals", "pooled"]) == 0
+    seeds = [next(a for a in c if a.startswith("seed=")) for c in commands]
+    assert seeds == ["seed=0,1,2,3,4", "seed=0,1,2"]
+    assert "protocol=cpu_far" in commands[1] and not any("protocol=" in a for a in commands[0])
+    assert views == [[str(tmp_path), "--protocols", "cpu,cpu_far", "--intervals", "pooled"]]
