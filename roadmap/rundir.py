@@ -27,12 +27,15 @@ cannot disagree about which keys make two runs different.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import fcntl
 import json
 import os
+import signal
 import socket
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -50,6 +53,25 @@ LOCK, CONFIG, METRICS, EPOCHS, CHECKPOINT, HYDRA = (".lock", "config.json", "met
 REFUSED, MULTIRUN = "refused.jsonl", "multirun.yaml"
 """In a sweep's folder: the runs a sweep refused (one JSON line each, appended by the job that
 refused), and Hydra's record of what the sweep asked for (written as the sweep starts)."""
+
+@contextlib.contextmanager
+def _signals_held():
+    """SIGINT and SIGTERM held while the block runs and raised again when it ends (their
+    handlers run in the main thread only, so elsewhere nothing is held)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    pending: list[int] = []
+    before = {s: signal.signal(s, lambda number, frame: pending.append(number))
+              for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for number, handler in before.items():
+            signal.signal(number, signal.SIG_DFL if handler is None else handler)
+        for number in pending:
+            signal.raise_signal(number)
+
 
 # -- which keys name a run ----------------------------------------------------------------------
 
@@ -394,6 +416,15 @@ class RunDir:
     def append_epoch(self, record: dict) -> None:
         with open(self.path / EPOCHS, "a") as f:
             f.write(json.dumps(record) + "\n")
+
+    def end_epoch(self, record: dict, checkpoint: Mapping[str, Any] | None) -> None:
+        """Save ``checkpoint`` (when given) and add ``record`` to the epoch log as one step: a
+        Ctrl-C or SIGTERM that arrives meanwhile is held until both are written, so the log
+        never lags the checkpoint it belongs to."""
+        with _signals_held():
+            if checkpoint is not None:
+                self.save_checkpoint(checkpoint)
+            self.append_epoch(record)
 
     def epochs_logged(self) -> int:
         try:

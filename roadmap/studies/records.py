@@ -4,13 +4,13 @@
     python -m roadmap.studies.records restore ARCHIVE SWEEP
 
 A study of many hours spans several sessions, and ``runs/`` does not survive a new machine.
-``save`` packs what makes a run *finished* in the sweep's folder (each run directory's
-``config.json``, ``metrics.json``, ``epochs.jsonl`` and ``.hydra/``, and the sweeps'
+``save`` packs what makes a run *finished* in the sweep's folder (each run directory's config,
+record, epoch log and Hydra's files (:mod:`roadmap.rundir` names them), and the sweeps'
 ``multirun.yaml``; never a checkpoint) into a ``.tar.gz``, committed beside the study's results.
 ``restore`` unpacks it into a sweep folder, never over a file that is there: a run the archive
-holds is then skipped by the sweep as completed (its ``config.json`` still binds the directory to
-its config), and an unfinished run is not in the archive, so it starts again from its first
-epoch. Only runs whose record says how they ended are packed.
+holds is then skipped by the sweep as completed (its config still binds the directory to it),
+and an unfinished run is not in the archive, so it starts again from its first epoch. Only runs
+whose record says how they ended are packed.
 """
 
 from __future__ import annotations

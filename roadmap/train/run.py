@@ -226,9 +226,8 @@ def log_epoch(cfg: TrainConfig, directory: RunDir, record: dict,
     print(f"epoch {epoch}/{cfg.epochs}: train loss {record['train_loss']:.4f}, {val}"
           f"test top-1 {record['top1']:.2f}, top-5 {record['top5']:.2f} "
           f"({record['train_images_per_s']:.0f} img/s)", file=sys.stderr)
-    if epoch == cfg.epochs or epoch % cfg.checkpoint_every == 0:
-        directory.save_checkpoint(checkpoint())
-    directory.append_epoch(record)
+    due = epoch == cfg.epochs or epoch % cfg.checkpoint_every == 0
+    directory.end_epoch(record, checkpoint() if due else None)
 
 
 def final_record(cfg: TrainConfig, run: Run, progress: Progress, named: dict) -> RunRecord:

@@ -501,3 +501,23 @@ def test_a_run_recorded_before_a_key_was_introduced_is_still_its_config():
     assert diff_keys(as_recorded_now(stored(), same), same) == []
     other = {"data": {"name": "fashion_mnist", "padding": 4, "resize": 2.0}, "seed": 0}
     assert diff_keys(as_recorded_now(stored(), other), other) == ["data.resize"]
+
+
+def test_a_ctrl_c_between_checkpoint_and_epoch_log_waits_for_both(tmp_path, monkeypatch):
+    """The checkpoint and its epoch's line are one step: a SIGINT sent while the checkpoint is
+    written is delivered after the line is appended."""
+    from roadmap.rundir import RunDir
+
+    directory = RunDir(tmp_path)
+    saved = directory.save_checkpoint
+
+    def save_then_interrupt(state):
+        saved(state)
+        os.kill(os.getpid(), signal.SIGINT)  # arrives between the two writes
+
+    monkeypatch.setattr(directory, "save_checkpoint", save_then_interrupt)
+    with pytest.raises(KeyboardInterrupt):
+        directory.end_epoch({"epoch": 1, "train_loss": 1.0}, {"epoch": 1})
+    assert torch.load(tmp_path / "last.pt", weights_only=True)["epoch"] == 1
+    assert [json.loads(line)["epoch"] for line in
+            (tmp_path / "epochs.jsonl").read_text().splitlines()] == [1]
