@@ -55,7 +55,7 @@ def rerun(run: Path, into: Path) -> Path:
     """Train ``run`` again from its overrides into ``into``; the new run directory."""
     overrides = yaml.safe_load((run / HYDRA / "overrides.yaml").read_text())
     subprocess.run([sys.executable, "-m", "roadmap.train", *overrides,
-                    f"hydra.run.dir={into}", "logger=none", "progress=false"], check=False,
+                    f"hydra.run.dir='{into}'", "logger=none", "progress=false"], check=False,
                    stdout=subprocess.DEVNULL)
     return into
 

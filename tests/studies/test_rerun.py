@@ -17,7 +17,7 @@ def test_the_sample_spreads_over_the_runs():
 
 def test_a_rerun_matches_its_record_and_a_changed_record_does_not(trained, tmp_path, capsys):
     sweep = tmp_path.parent / f"{tmp_path.name}-sweep"
-    run = sweep / "resnet50" / "seed0"
+    run = sweep / "resnet50,epochs=1" / "seed0"  # a variant: a comma in the path
     run.parent.mkdir(parents=True)
     tmp_path.rename(run)
     (run / ".hydra").mkdir(exist_ok=True)
@@ -26,7 +26,7 @@ def test_a_rerun_matches_its_record_and_a_changed_record_does_not(trained, tmp_p
     assert main([str(sweep / "runs.tar.gz"), "--runs", "1", "--out",
                  str(sweep / "rerun.md"), "--work", str(sweep / "work")]) == 0
     assert "1 of 1 reruns equal" in (sweep / "rerun.md").read_text()
-    new = sweep / "work" / "rerun" / "resnet50" / "seed0"
+    new = sweep / "work" / "rerun" / "resnet50,epochs=1" / "seed0"
     record = json.loads((run / "metrics.json").read_text())
     (run / "metrics.json").write_text(json.dumps({**record, "top1": record["top1"] + 0.01}))
     result = compare(run, new)
