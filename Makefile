@@ -104,6 +104,12 @@ study-grid: $(STAMP) data ## rule 5: the protocol grid at the study preset, seed
 	$(PY) -m roadmap.studies.protocol select runs/study-grid --preset study --write
 	$(PY) -m roadmap.studies.study preset --length $(STUDY)/length-rule.json --geometry $(STUDY)/geometry-rule.json --write
 
+study-budget: $(STAMP) data ## rules 1 and 9: one seed of the study's ladder, timed (seed 0 of make study's selected protocol)
+	mkdir -p $(STUDY)
+	/usr/bin/time -f %e -o $(STUDY)/budget-time.txt $(MAKE) roadmap PRESET=study SEEDS=0 OUT=runs/study-ladder/study; \
+	  s=$$?; $(SAVE) runs/study-ladder $(STUDY)/ladder-runs.tar.gz; exit $$s
+	$(PY) -m roadmap.studies.study budget runs/study-ladder/study --time $(STUDY)/budget-time.txt --out $(STUDY)
+
 study: $(STAMP) data ## rule 6: the study's ladder, selected protocol x 5 seeds + 2 alternatives x 3 (resumable) + the view with pooled intervals
 	$(call RESTORE,ladder)
 	$(PY) -m roadmap.studies.protocol robustness runs/study-ladder --preset study --selected-seeds $(STUDY_SEEDS) --seeds $(ALT_SEEDS) --intervals pooled; \

@@ -4,6 +4,7 @@ from run directories (validation top-1 and wall times only; nothing is typed by 
     python -m roadmap.studies.study length SWEEP --reference RUNS_CSV [--out DIR]
     python -m roadmap.studies.study geometry SWEEP --length JSON [--run] [--out DIR]
     python -m roadmap.studies.study preset --length JSON --geometry JSON [--write]
+    python -m roadmap.studies.study budget SWEEP --time FILE [--out DIR]
 
 ``length`` (rule 3): ``SWEEP`` holds step 0 and the ``recipe`` step at E = 2, 4, 8, 16, 32
 epochs (``python -m roadmap.sweep SWEEP --steps resnet50,recipe --seeds 0,1,2 -- epochs=2,4,8,
@@ -24,6 +25,11 @@ choice).
 ``preset``: the ``study`` preset the two rules chose (``conf/preset/study.yaml``: the ``cpu``
 preset at the chosen length and size, under the study's own selected protocol once rule 5 has
 written ``conf/protocol/study.yaml``, the ``cpu`` protocol until then).
+
+``budget`` (rule 1 measured, and rule 9): ``SWEEP`` holds one seed of the whole ladder at the
+study preset, trained by the sweep that ``/usr/bin/time -f %e -o FILE`` timed (`make
+study-budget`). Its wall time against the budget (45 minutes) and against the 15 minutes a seed
+of the default ladder may take (rule 9: the study becomes the default only if it fits them).
 """
 
 from __future__ import annotations
@@ -329,6 +335,65 @@ def length_rule(sweep: Path, reference: Path, out: Path) -> dict:
     return choice
 
 
+# -- rule 1 measured at the study preset, and rule 9 ----------------------------------------------
+
+DEFAULT_MIN = 15.0
+"""Rule 9: one seed of the default ladder (`make roadmap`) takes at most this many minutes."""
+
+
+def measured_budget(runs: list[dict], wall_s: float, order: Sequence[str]) -> dict:
+    """One timed seed of the whole ladder (``runs``: its rows, seed 0) against the budget
+    (rule 1) and the default's 15 minutes (rule 9)."""
+    seed0 = [r for r in runs if r.get("seed") == 0]
+    done = {r["step"] for r in seed0 if r.get("status") == "completed"}
+    missing = [s for s in order if s not in done]
+    if missing:
+        raise ValueError(f"the timed ladder is not complete ({len(missing)} of {len(order)} "
+                         f"steps missing: {', '.join(missing[:4])}); rerun make study-budget")
+    runs_s = sum(float(r["wall_s"]) for r in seed0 if r.get("status") == "completed")
+    if runs_s > wall_s:
+        raise ValueError(f"the timed sweep ({wall_s:.0f} s) did not train its {runs_s:.0f} s of "
+                         "runs itself (some were there before): time it into an empty folder")
+    minutes = wall_s / 60
+    return {"wall_minutes": round(minutes, 1), "runs_minutes": round(runs_s / 60, 1),
+            "budget_minutes": BUDGET_MIN, "fits_budget": minutes <= BUDGET_MIN,
+            "default_minutes": DEFAULT_MIN, "becomes_default": minutes <= DEFAULT_MIN,
+            "commits": sorted({str(r.get("commit")) for r in seed0}),
+            "machine": sorted({f"{r.get('cpu_model')}, {r.get('threads')} threads"
+                               for r in seed0})}
+
+
+def budget_rule(sweep: Path, time_file: Path, out: Path) -> dict:
+    """Rule 1 measured and rule 9, written to ``out/budget-rule.{json,md}``."""
+    from roadmap.ladder import step_names
+
+    try:
+        wall_s = float(time_file.read_text().split()[-1])
+    except (OSError, ValueError, IndexError):
+        raise ValueError(f"{time_file} holds no time in seconds (/usr/bin/time -f %e -o "
+                         f"{time_file} ...)") from None
+    runs = find_runs(sweep)
+    result = measured_budget(runs, wall_s, step_names())
+    out.mkdir(parents=True, exist_ok=True)
+    pd.DataFrame([r for r in runs if r.get("seed") == 0]).to_csv(out / "budget-runs.csv",
+                                                                 index=False)
+    (out / "budget-rule.json").write_text(json.dumps(result, indent=1) + "\n")
+    verdict = ("within" if result["fits_budget"] else "over") + " the budget; " + (
+        "the study becomes `make roadmap`'s default" if result["becomes_default"] else
+        f"over the default's {DEFAULT_MIN:.0f} minutes, so `make roadmap` stays the quick cpu "
+        "ladder and the findings come from `make study`")
+    (out / "budget-rule.md").write_text(
+        "# Rules 1 and 9: one seed of the study's ladder, timed (experiments/protocol.md, "
+        "amendment 3)\n\n"
+        f"Computed by `python -m roadmap.studies.study budget {sweep} --time {time_file}` "
+        "(`make study-budget`).\n\n"
+        f"One seed of the whole ladder (17 runs) took **{result['wall_minutes']} min** "
+        f"({result['runs_minutes']} min in its runs) on {'; '.join(result['machine'])}, commit "
+        f"{', '.join(result['commits'])}: {verdict} (budget {BUDGET_MIN:.0f} min, default "
+        f"{DEFAULT_MIN:.0f} min).\n")
+    return result
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description="amendment 3's rules, from the runs")
     sub = parser.add_subparsers(dest="rule", required=True)
@@ -346,6 +411,10 @@ def _parser() -> argparse.ArgumentParser:
     preset.add_argument("--length", type=Path, required=True, help="length-rule.json")
     preset.add_argument("--geometry", type=Path, required=True, help="geometry-rule.json")
     preset.add_argument("--write", action="store_true", help=f"write {PRESET.relative_to(ROOT)}")
+    budget = sub.add_parser("budget", help="rules 1 and 9: one timed seed of the study ladder")
+    budget.add_argument("sweep", type=Path)
+    budget.add_argument("--time", type=Path, required=True, help="/usr/bin/time -f %%e's output")
+    budget.add_argument("--out", type=Path, help="where to write budget-rule.json/.md")
     return parser
 
 
@@ -356,6 +425,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             text = write_preset(args.length, args.geometry, args.write)
             print(text if not args.write else
                   f"roadmap.studies.study: wrote {PRESET.relative_to(ROOT)}")
+            return 0
+        if args.rule == "budget":
+            result = budget_rule(args.sweep, args.time, args.out or args.sweep)
+            print(f"roadmap.studies.study: one seed {result['wall_minutes']} min (budget "
+                  f"{BUDGET_MIN:.0f}: {'fits' if result['fits_budget'] else 'over'}; default "
+                  f"{DEFAULT_MIN:.0f}: {'yes' if result['becomes_default'] else 'no'})")
             return 0
         if args.rule == "length":
             for path in (args.sweep, args.reference):

@@ -163,3 +163,37 @@ def test_no_preset_without_the_rules_outputs(tmp_path):
 
     assert main(["preset", "--length", str(tmp_path / "l.json"), "--geometry",
                  str(tmp_path / "g.json")]) == 2
+
+
+# -- rules 1 and 9: the timed ladder ------------------------------------------------------------
+
+def one_seed(walls: dict[str, float], seed: int = 0) -> list[dict]:
+    return [{"step": s, "seed": seed, "status": "completed", "wall_s": w, "commit": "abc",
+             "cpu_model": "AMD EPYC", "threads": 2} for s, w in walls.items()]
+
+
+def test_the_timed_ladder_against_the_budget_and_the_default():
+    from roadmap.studies.study import measured_budget
+
+    order = ["a", "b", "c"]
+    quick = measured_budget(one_seed({"a": 200, "b": 300, "c": 250}), 14 * 60, order)
+    assert quick["fits_budget"] and quick["becomes_default"]
+    assert quick["wall_minutes"] == 14.0 and quick["runs_minutes"] == 12.5
+    slow = measured_budget(one_seed({"a": 600, "b": 700, "c": 800}), 40 * 60, order)
+    assert slow["fits_budget"] and not slow["becomes_default"]
+    assert not measured_budget(one_seed({"a": 900, "b": 900, "c": 900}), 46 * 60,
+                               order)["fits_budget"]
+    other_seeds = one_seed({"a": 600, "b": 700, "c": 800}) + one_seed({"a": 9e3}, seed=1)
+    assert measured_budget(other_seeds, 40 * 60, order) == slow  # seed 0 is the timed one
+
+
+def test_an_incomplete_or_untimed_ladder_is_refused(tmp_path, capsys):
+    from roadmap.studies.study import main, measured_budget
+
+    with pytest.raises(ValueError, match="not complete .1 of 3 steps missing: c"):
+        measured_budget(one_seed({"a": 1, "b": 1}), 60, ["a", "b", "c"])
+    with pytest.raises(ValueError, match="did not train its 900 s of runs itself"):
+        measured_budget(one_seed({"a": 300, "b": 300, "c": 300}), 120, ["a", "b", "c"])
+    (tmp_path / "time.txt").write_text("")
+    assert main(["budget", str(tmp_path), "--time", str(tmp_path / "time.txt")]) == 2
+    assert "time.txt holds no time in seconds" in capsys.readouterr().err
