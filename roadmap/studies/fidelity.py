@@ -63,13 +63,20 @@ def paper_changes(ladder: str = "resnet50") -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def ladders_of(table: pd.DataFrame) -> dict[str, pd.DataFrame]:
+INTERVALS = {"welch": "delta_ci95", "pooled": "delta_pooled_ci95"}
+"""Which of a table's change intervals decides "resolved": Welch's (amendments 1-2) or the one
+from the seed std pooled over the protocol's steps (amendment 3, rule 7)."""
+
+
+def ladders_of(table: pd.DataFrame, intervals: str = "welch") -> dict[str, pd.DataFrame]:
     """The ladders a table holds, by protocol: ``step, top1_mean, top1_std, n, delta,
-    delta_ci95`` each (a ``robustness.csv`` holds ``<protocol>.<column>``)."""
-    cols = ["top1_mean", "top1_std", "n", "delta", "delta_ci95"]
+    delta_ci95`` each, the last the ``intervals`` kind's (a ``robustness.csv`` holds
+    ``<protocol>.<column>``)."""
+    cols = ["top1_mean", "top1_std", "n", "delta", INTERVALS[intervals]]
+    named = ["top1_mean", "top1_std", "n", "delta", "delta_ci95"]
     prefixes = [c[: -len(".delta")] for c in table.columns if c.endswith(".delta")]
     if prefixes:
-        return {p: table[["step", *(f"{p}.{c}" for c in cols)]].set_axis(["step", *cols],
+        return {p: table[["step", *(f"{p}.{c}" for c in cols)]].set_axis(["step", *named],
                                                                           axis=1)
                 for p in prefixes}
     variants = table["variant"].fillna("").astype(str) if "variant" in table else \
@@ -78,7 +85,8 @@ def ladders_of(table: pd.DataFrame) -> dict[str, pd.DataFrame]:
     if "protocol.name" in table and table["protocol.name"].nunique() == 1:
         base = str(table["protocol.name"].dropna().iloc[0])
     renamed = table.rename(columns={"delta_top1": "delta"})
-    return {base + (f" ({v})" if v else ""): renamed.loc[variants == v, ["step", *cols]]
+    return {base + (f" ({v})" if v else ""):
+            renamed.loc[variants == v, ["step", *cols]].set_axis(["step", *named], axis=1)
             for v in dict.fromkeys(variants)}
 
 
@@ -148,14 +156,17 @@ def section(name: str, rows: pd.DataFrame, summary: dict) -> list[str]:
         f"{change(summary['end_delta'], summary['end_ci95'])}", ""]
 
 
-def to_markdown(tables: dict[str, pd.DataFrame], ladder: str, sources: Sequence[str]) -> str:
+def to_markdown(tables: dict[str, pd.DataFrame], ladder: str, sources: Sequence[str],
+                intervals: str = "welch") -> str:
     paper = paper_changes(ladder)
+    here = ("its 95% Welch interval" if intervals == "welch" else
+            "its 95% interval from the seed std pooled over its protocol's steps")
     lines = ["# Fidelity to the paper", "",
              f"From {', '.join(f'`{s}`' for s in sources)}, by `python -m "
              "roadmap.studies.fidelity`. The paper's changes are Table 10's (ImageNet, 3 seeds a "
-             "step) with their own 95% Welch intervals (step 0 a known constant); a change is "
-             "resolved when its 95% interval excludes 0. Reported, never used to choose "
-             "anything.", "",
+             "step) with their own 95% Welch intervals (step 0 a known constant); a change "
+             f"here is resolved when {here} excludes 0 (the end against the start: Welch). "
+             "Reported, never used to choose anything.", "",
              f"The paper resolves {int((paper['paper_sign'] != 0).sum())} of its "
              f"{len(paper)} changes: "
              + ", ".join(f"{r['step']} {change(r['paper_delta'], r['paper_ci95'])}"
@@ -176,6 +187,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="results.csv or robustness.csv files")
     parser.add_argument("--ladder", default="resnet50", choices=sorted(LADDERS))
     parser.add_argument("--out", type=Path, help="write the markdown here (default: stdout)")
+    parser.add_argument("--intervals", choices=sorted(INTERVALS), default="welch",
+                        help="the ladder's intervals that resolve a change (default: welch)")
     args = parser.parse_args(argv)
     tables: dict[str, pd.DataFrame] = {}
     for path in args.tables:
@@ -183,9 +196,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"error: {path} not found; pass a results.csv or robustness.csv",
                   file=sys.stderr)
             return 2
-        for name, table in ladders_of(pd.read_csv(path)).items():
+        for name, table in ladders_of(pd.read_csv(path), args.intervals).items():
             tables[name if name not in tables else f"{name} ({path})"] = table
-    text = to_markdown(tables, args.ladder, [str(p) for p in args.tables])
+    text = to_markdown(tables, args.ladder, [str(p) for p in args.tables], args.intervals)
     if args.out:
         args.out.write_text(text + "\n")
         print(f"roadmap.studies.fidelity: wrote {args.out}", file=sys.stderr)

@@ -232,8 +232,8 @@ def write(out: Path, dest: Path | None = None, order: Sequence[str] | None = Non
     cross.to_csv(dest / "robustness.csv", index=False)
     from roadmap.studies import fidelity
 
-    faithful = fidelity.to_markdown(fidelity.ladders_of(cross), "resnet50",
-                                    [str(dest / "robustness.csv")])
+    faithful = fidelity.to_markdown(fidelity.ladders_of(cross, intervals), "resnet50",
+                                    [str(dest / "robustness.csv")], intervals)
     (dest / "robustness.md").write_text(to_markdown(cross, names, made, intervals) + "\n"
                                         + faithful.replace("# Fidelity", "## Fidelity", 1)
                                         + "\n")

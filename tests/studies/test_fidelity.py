@@ -85,3 +85,18 @@ def test_a_table_of_variants_is_one_ladder_per_variant():
     text = to_markdown(ladders, "resnet50", ["t.csv"])
     assert "### ladder (epochs=1)\n\n- reproduced (1 of the paper's 9 resolved changes): recipe" \
         in text
+
+
+def test_the_pooled_interval_decides_when_asked():
+    """Amendment 3 resolves a change by its pooled interval: the same change is missed under
+    a Welch interval that spans 0 and reproduced under a pooled one that does not."""
+    from roadmap.studies.fidelity import ladders_of, to_markdown
+
+    table = pd.DataFrame({"step": ["resnet50", "recipe"], "top1_mean": [80.0, 81.0],
+                          "top1_std": [0.5, 0.5], "n": [3, 3], "delta_top1": [math.nan, 1.0],
+                          "delta_ci95": [math.nan, 1.2], "delta_pooled_ci95": [math.nan, 0.8]})
+    welch = to_markdown(ladders_of(table), "resnet50", ["t.csv"])
+    pooled = to_markdown(ladders_of(table, "pooled"), "resnet50", ["t.csv"], "pooled")
+    assert "- missed: recipe" in welch and "- reproduced (0 of" in welch
+    assert "- reproduced (1 of the paper's 9 resolved changes): recipe" in pooled
+    assert "pooled over its protocol's steps excludes 0" in pooled
