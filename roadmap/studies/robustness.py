@@ -148,6 +148,14 @@ def fdr_statement(cross: pd.DataFrame, names: list[str], level: float = 0.05) ->
             f"Benjamini-Hochberg q < {level}" + (f": {', '.join(kept)}." if kept else "."))
 
 
+def findings(cross: pd.DataFrame, names: list[str], level: float = 0.05) -> list[str]:
+    """The steps stated as findings (amendment 3, rule 7): a robust verdict whose test has a
+    Benjamini-Hochberg q < ``level`` under every protocol."""
+    return [r["step"] for r in cross.to_dict("records")
+            if r["verdict"] in (ROBUST_GAIN, ROBUST_LOSS)
+            and all(r.get(f"{n}.q", math.nan) < level for n in names)]
+
+
 def to_markdown(cross: pd.DataFrame, names: list[str], made: str,
                 intervals: str = "welch") -> str:
     """The view: per step and protocol, top-1 and its change; the verdicts; a summary."""
@@ -171,7 +179,10 @@ def to_markdown(cross: pd.DataFrame, names: list[str], made: str,
         f"parent step with its 95% {'Welch' if intervals == 'welch' else 'pooled-variance'} "
         "interval. A change is resolved when its interval excludes 0; the verdict rule and the "
         "paper comparison are in experiments/protocol.md.",
-        "", *lines, "", f"Verdicts: {summary}.", "", fdr_statement(cross, names), ""])
+        "", *lines, "", f"Verdicts: {summary}.", "", fdr_statement(cross, names), "",
+        "Findings (a robust verdict whose test has q < 0.05 under every protocol): "
+        + (", ".join(f"{step} ({cross.loc[cross['step'] == step, 'verdict'].iloc[0]})"
+                     for step in findings(cross, names)) or "none") + ".", ""])
 
 
 MARKERS = ("o", "s", "^", "D", "v", "P")

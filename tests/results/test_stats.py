@@ -68,3 +68,14 @@ def test_verdicts_read_the_chosen_interval_and_the_fdr_covers_every_test():
         "False discovery: of 4 step x protocol tests")
     assert "2 have a Benjamini-Hochberg q < 0.05: recipe (a, q = 0.004), recipe (b, q = 0.004)" \
         in fdr_statement(pooled.reset_index(), ["a", "b"])
+
+
+def test_a_finding_is_robust_and_survives_the_fdr_under_every_protocol():
+    from roadmap.studies.robustness import findings
+
+    tables = {"a": protocol([1.0, 0.9], 0.5, [0.001, 0.01]),
+              "b": protocol([1.2, 0.8], 0.5, [0.002, 0.2])}
+    pooled = cross_table(tables, "pooled")
+    assert list(pooled["verdict"][1:]) == ["robust gain", "robust gain"]
+    assert findings(pooled, ["a", "b"]) == ["recipe"]  # stage_ratio's q under b is 0.2
+    assert findings(pooled, ["a"]) == ["recipe", "stage_ratio"]
