@@ -73,11 +73,23 @@ length: $(STAMP) data ## the ends and the recipe step at 10 epochs, 3 seeds (res
 	$(PY) -m roadmap.sweep runs/length --seeds 0,1,2 --steps resnet50,recipe,separate_downsampling -- epochs=10
 	$(PY) -m roadmap.studies.length runs/robustness/cpu runs/length
 
+cpu-results: $(STAMP) data ## the cpu ladder's committed results at HEAD: robustness (3 protocols x 3 seeds), length, fidelity -> results/ (about 45 min)
+	$(call RESTORE_TO,results/robustness/robustness-runs.tar.gz,runs/robustness)
+	$(MAKE) robustness; s=$$?; $(SAVE) runs/robustness results/robustness/robustness-runs.tar.gz; exit $$s
+	$(MAKE) length
+	$(PY) -m roadmap.results.collect runs/robustness/cpu --out results/resnet50-cpu
+	$(MAKE) plots RESULTS=results/resnet50-cpu/results.csv
+	cp runs/robustness/robustness.{md,csv,png} results/robustness/
+	for p in cpu cpu_far cpu_next; do cp runs/robustness/$$p/runs.csv results/robustness/runs-$$p.csv; done
+	mkdir -p results/length && cp runs/length/length.{md,csv} runs/length/runs.csv results/length/
+	$(PY) -m roadmap.studies.fidelity results/robustness/robustness.csv --out results/robustness/fidelity.md
+
 # The study preset (experiments/protocol.md, amendment 3): each rule's runs are resumable and kept
 # in results/study/*-runs.tar.gz (roadmap.studies.records), so a study survives a new machine.
 STUDY := results/study
 SAVE = $(PY) -m roadmap.studies.records save
-RESTORE = if [ -f $(STUDY)/$(1)-runs.tar.gz ]; then $(PY) -m roadmap.studies.records restore $(STUDY)/$(1)-runs.tar.gz runs/study-$(1); fi
+RESTORE_TO = if [ -f $(1) ]; then $(PY) -m roadmap.studies.records restore $(1) $(2); fi
+RESTORE = $(call RESTORE_TO,$(STUDY)/$(1)-runs.tar.gz,runs/study-$(1))
 STUDY_SEEDS ?= 0,1,2,3,4
 ALT_SEEDS ?= 0,1,2
 
