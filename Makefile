@@ -128,6 +128,7 @@ study: $(STAMP) data ## rule 6: the study's ladder, selected protocol x 5 seeds 
 	  s=$$?; $(SAVE) runs/study-ladder $(STUDY)/ladder-runs.tar.gz; exit $$s
 	cp runs/study-ladder/robustness.{md,csv,png} $(STUDY)/
 	for p in $$(ls runs/study-ladder); do [ -f runs/study-ladder/$$p/runs.csv ] && cp runs/study-ladder/$$p/runs.csv $(STUDY)/ladder-runs-$$p.csv; done; true
+	$(PY) -m roadmap.studies.fidelity $(STUDY)/robustness.csv --intervals pooled --out $(STUDY)/fidelity.md
 
 bench: $(STAMP) data ## speed of every step vs torchvision and the machine's peak -> BENCHMARKS.md
 	$(PY) -m roadmap.bench preset=cpu name=cpu-32px
