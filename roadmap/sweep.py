@@ -137,7 +137,8 @@ def watch(out: Path, proc: subprocess.Popen, every: float = 1.0) -> None:
 
 def run_sweep(command: list[str], out: Path | None = None) -> int:
     """Run the sweep as a process group (its progress watched in ``out`` when given); a
-    SIGTERM, SIGINT or SIGHUP here stops the group."""
+    SIGTERM, SIGINT or SIGHUP here stops the group. Stopped by a signal, here or in the sweep's
+    own process, it returns 128 + the signal's number, so that callers stop too."""
     proc = subprocess.Popen(command, start_new_session=True, preexec_fn=die_with_parent)
     stopped = []
 
@@ -153,6 +154,8 @@ def run_sweep(command: list[str], out: Path | None = None) -> int:
     if out is not None:
         watch(out, proc)
     code = proc.wait()
+    if not stopped and code < 0:  # the sweep itself was killed (e.g. SIGTERM to its process)
+        stopped.append(-code)
     if stopped:
         print(f"roadmap.sweep: stopped by signal {stopped[0]}; rerun the same command to "
               "resume", file=sys.stderr)

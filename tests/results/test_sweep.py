@@ -132,6 +132,24 @@ def alive(pid: int) -> bool:
         return False
 
 
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL])
+def test_a_sweep_killed_by_a_signal_says_so_to_its_caller(sig, capfd):
+    """A signal to the sweep's own process (not to its caller) is a stop, not a failure: the
+    caller (make study's protocols, make study-geometry's sizes) stops instead of going on."""
+    from roadmap.sweep import run_sweep
+
+    held = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)}
+    try:
+        code = run_sweep([sys.executable, "-c", f"import os; os.kill(os.getpid(), {int(sig)})"])
+        failed = run_sweep([sys.executable, "-c", "raise SystemExit(3)"])
+    finally:
+        for number, handler in held.items():
+            signal.signal(number, handler)
+    assert code == 128 + sig
+    assert f"stopped by signal {int(sig)}" in capfd.readouterr().err
+    assert failed == 3  # a failure stays a failure
+
+
 def test_kill_9_of_a_joblib_sweep_leaves_no_process_behind(tmp_path):
     """Its loky workers (and their resource trackers) end once the sweep's process is gone;
     they used to finish their runs holding the locks."""
