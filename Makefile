@@ -122,11 +122,13 @@ study-budget: $(STAMP) data ## rules 1 and 9: one seed of the study's ladder, ti
 	  s=$$?; $(SAVE) runs/study-ladder $(STUDY)/ladder-runs.tar.gz; exit $$s
 	$(PY) -m roadmap.studies.study budget runs/study-ladder/study --time $(STUDY)/budget-time.txt --out $(STUDY)
 
-study: $(STAMP) data ## rule 6: the study's ladder, selected protocol x 5 seeds + 2 alternatives x 3 (resumable) + the view with pooled intervals
+study: $(STAMP) data ## rule 6: the study's ladder, selected protocol x 5 seeds + 2 alternatives x 3 (resumable) + the view with pooled intervals, the ladder's table and figures
 	$(call RESTORE,ladder)
 	$(PY) -m roadmap.studies.protocol robustness runs/study-ladder --preset study --selected-seeds $(STUDY_SEEDS) --seeds $(ALT_SEEDS) --intervals pooled; \
 	  s=$$?; $(SAVE) runs/study-ladder $(STUDY)/ladder-runs.tar.gz; exit $$s
 	cp runs/study-ladder/robustness.{md,csv,png} $(STUDY)/
+	$(PY) -m roadmap.results.collect runs/study-ladder/study --out $(STUDY)/ladder
+	$(MAKE) plots RESULTS=$(STUDY)/ladder/results.csv
 	for p in $$(ls runs/study-ladder); do [ -f runs/study-ladder/$$p/runs.csv ] && cp runs/study-ladder/$$p/runs.csv $(STUDY)/ladder-runs-$$p.csv; done; true
 	$(PY) -m roadmap.studies.fidelity $(STUDY)/robustness.csv --intervals pooled --out $(STUDY)/fidelity.md
 
