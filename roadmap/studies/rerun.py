@@ -4,7 +4,8 @@ this commit, their numbers compared with the recorded ones exactly.
     python -m roadmap.studies.rerun ARCHIVE [--runs 3] [--out REPORT.md] [--work DIR]
 
 ``ARCHIVE`` is a study's ``*-runs.tar.gz`` (:mod:`roadmap.studies.records`). ``--runs`` of its
-completed runs, spread evenly over the archive's sorted run directories, are trained again with
+completed runs, spread evenly over the archive's sorted run directories, and every completed run
+recorded at a dirty tree (a commit ending ``+dirty``: code no commit holds) are trained again with
 the overrides their ``.hydra/overrides.yaml`` holds, each into its own directory under
 ``--work``; every number of the record (validation and test top-1, top-5 and loss, the last
 train loss) and every epoch's train loss must be equal, not close. A machine of another type (CPU
@@ -45,6 +46,17 @@ def sample(runs: Sequence[Path], count: int) -> list[Path]:
     return [runs[round(i * (len(runs) - 1) / (count - 1))] for i in range(count)]
 
 
+def recorded_dirty(run: Path) -> bool:
+    """Whether ``run`` was recorded at a tree with uncommitted code (``commit`` ends +dirty)."""
+    return str(json.loads((run / METRICS).read_text()).get("commit")).endswith("+dirty")
+
+
+def to_rerun(runs: Sequence[Path], count: int) -> list[Path]:
+    """The sample of ``runs`` and every run recorded dirty, in the runs' order, each once."""
+    picked = set(sample(runs, count)) | {r for r in runs if recorded_dirty(r)}
+    return [r for r in runs if r in picked]
+
+
 def train_losses(run: Path) -> list[float]:
     path = run / EPOCHS
     return [json.loads(line)["train_loss"] for line in path.read_text().splitlines()
@@ -73,10 +85,12 @@ def compare(old: Path, new: Path) -> dict:
             "differ": differ, "match": not differ and after.get("status") == "completed"}
 
 
-def report(rows: list[dict], archive: Path, commit: str, machine: str) -> str:
+def report(rows: list[dict], archive: Path, commit: str, machine: str, count: int) -> str:
+    dirty = sum(str(r["commit"]).endswith("+dirty") for r in rows)
     lines = [f"# Reruns of {archive.name} at {commit}", "",
-             f"`python -m roadmap.studies.rerun {archive} --runs {len(rows)}` on {machine}: "
-             "each run trained again from its overrides; every recorded number and every "
+             f"`python -m roadmap.studies.rerun {archive} --runs {count}` on {machine}: "
+             f"{count} runs spread over the archive and every run recorded at a dirty tree "
+             f"({dirty}), each trained again from its overrides; every recorded number and every "
              "epoch's train loss compared for equality.", "",
              "| run | recorded at | top-1 then | top-1 now | val top-1 then | val top-1 now | "
              "equal |", "|---|---|---:|---:|---:|---:|---|"]
@@ -109,14 +123,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         with tarfile.open(args.archive, "r:gz") as tar:
             tar.extractall(work / "recorded", filter="data")
         rows = []
-        for run in sample(completed_runs(work / "recorded"), args.runs):
+        for run in to_rerun(completed_runs(work / "recorded"), args.runs):
             name = run.relative_to(work / "recorded")
             rows.append(compare(run, rerun(run, work / "rerun" / name)) | {"run": str(name)})
             print(f"roadmap.studies.rerun: {name}: "
                   f"{'equal' if rows[-1]['match'] else 'DIFFERENT'}", file=sys.stderr)
     machine = (f"{cpu_model()}, {torch.backends.cpu.get_cpu_capability()}, "
                f"{torch.get_num_threads()} threads, torch {torch.__version__}")
-    text = report(rows, args.archive, code_version() or "unknown", machine)
+    text = report(rows, args.archive, code_version() or "unknown", machine, args.runs)
     print(text)
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)

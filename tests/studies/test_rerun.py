@@ -4,7 +4,7 @@ overrides gives the same numbers, and a record that differs is reported as diffe
 import json
 
 from roadmap.studies.records import save
-from roadmap.studies.rerun import compare, main, sample
+from roadmap.studies.rerun import compare, main, sample, to_rerun
 
 OVERRIDES = "- step=resnet50\n- preset=smoke\n- logger=none\n- epochs=1\n"
 
@@ -13,6 +13,17 @@ def test_the_sample_spreads_over_the_runs():
     runs = list(range(10))
     assert sample(runs, 3) == [0, 4, 9]  # round(4.5) is 4
     assert sample(runs, 1) == [0] and sample(runs, 20) == runs
+
+
+def test_every_run_recorded_at_a_dirty_tree_is_rerun_besides_the_sample(tmp_path):
+    runs = []
+    for i, commit in enumerate(["abc1234", "abc1234+dirty", "abc1234", "def5678+dirty",
+                                "def5678"]):
+        runs.append(tmp_path / f"seed{i}")
+        runs[-1].mkdir()
+        (runs[-1] / "metrics.json").write_text(json.dumps({"commit": commit}))
+    assert to_rerun(runs, 1) == [runs[0], runs[1], runs[3]]
+    assert to_rerun(runs, 2) == [runs[0], runs[1], runs[3], runs[4]]
 
 
 def test_a_rerun_matches_its_record_and_a_changed_record_does_not(trained, tmp_path, capsys):
