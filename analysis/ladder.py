@@ -22,7 +22,7 @@
 # Open it in Jupyter with `jupytext --to ipynb analysis/ladder.py` (or the jupytext extension).
 
 # %% tags=["parameters"]
-RESULTS = "../results/resnet50-cpu/results.csv"
+RESULTS = "../results/study/ladder/results.csv"
 
 # %%
 from pathlib import Path
