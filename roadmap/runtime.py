@@ -77,51 +77,6 @@ def cpu_kernels(threads: int, on_cpu: bool = True) -> dict:
             "depthwise": kernels() if on_cpu else "native"}
 
 
-# glibc's mallopt parameters (malloc.h) and their defaults
-_M_TRIM_THRESHOLD, _M_MMAP_MAX = -1, -4
-_GLIBC_DEFAULTS = {_M_TRIM_THRESHOLD: 128 * 1024, _M_MMAP_MAX: 65536}
-_KEEP = {_M_TRIM_THRESHOLD: 2**31 - 1, _M_MMAP_MAX: 0}
-
-
-def _glibc():
-    """The C library when it is glibc (it has ``mallopt``), else None (macOS, musl)."""
-    import ctypes
-    import ctypes.util
-
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        libc.gnu_get_libc_version  # noqa: B018 - glibc only
-        return libc
-    except (OSError, AttributeError):
-        return None
-
-
-def cpu_allocator(keep: bool) -> bool:
-    """Whether freed memory stays with the process for the next tensor (``keep``) or goes back
-    to the system (glibc's default); True if set. By default glibc maps each block above its
-    threshold (128 KB, rising with use to at most 32 MB) anew, unmaps it when freed and trims
-    the heap's free top, so most large tensors a training step allocates cost a page fault per
-    4 KB on first touch: on 2 cores that can cost more than the kernel that writes them
-    (``make bench`` measures a training step both ways). Kept memory leaves the process at its
-    peak footprint. Not glibc: nothing is set."""
-    libc = _glibc()
-    if libc is None:
-        return False
-    for param, value in (_KEEP if keep else _GLIBC_DEFAULTS).items():
-        libc.mallopt(param, value)
-    if not keep:
-        libc.malloc_trim(0)
-    return True
-
-
-def keep_freed_memory() -> bool:
-    """:func:`cpu_allocator` ``(keep=True)`` for a CPU training or benchmark process, unless
-    ``ROADMAP_MALLOC=default`` (glibc's own behaviour). Values are the same either way."""
-    if os.environ.get("ROADMAP_MALLOC", "").lower() == "default":
-        return False
-    return cpu_allocator(keep=True)
-
-
 def setup_distributed(dist: Dist, device: torch.device) -> None:
     """Select the process's GPU and join the process group (gloo on CPU, nccl on CUDA)."""
     if device.type == "cuda":

@@ -11,9 +11,7 @@ steps each, for the preset's models (its width/depth scale), resolution and batc
 1. every step: training-step images/s (forward, backward, AdamW) and inference images/s;
 2. step 0 and the last step against ``torchvision.models.resnet50`` and ``convnext_tiny`` built
    with the same settings (full size, the preset's classes, channels and resolution; ours at full
-   size too), timed in the same process, interleaved, and the ratio ours / torchvision; on the
-   CPU, also step 0 and the last step with freed memory kept (as training runs keep it: see
-   :func:`roadmap.runtime.cpu_allocator`) against glibc's default, toggled round by round;
+   size too), timed in the same process, interleaved, and the ratio ours / torchvision;
 3. each step's achieved training FLOP/s (3 x forward FLOPs x images/s) against the peak of a
    large matrix multiply measured in the same run, and (``breakdown=true``) where its time goes;
 4. (``data=true``) for the ``cpu`` and ``cifar10`` presets: the share of a training step spent

@@ -120,15 +120,6 @@ def _model_tables(r: dict) -> list[str]:
           f"{v['infer_ours']:.1f}", f"{v['infer_torchvision']:.1f}",
           _ratio_text(v, "infer"), *([_peak(v, "ours"), _peak(v, "torchvision")] if peak
                                      else [])] for v in r["versus_torchvision"]])
-    if r.get("allocator"):
-        lines += ["", "A training step (the preset's models) with freed memory kept, as training "
-                  "runs keep it, against glibc's default (memory handed back when freed), "
-                  "toggled in the same process round by round (medians; speedup: the rounds' "
-                  "geometric mean of default / kept, > 1: keeping is faster):", ""]
-        lines += md_table(["step", "kept ms", "glibc default ms", "speedup [95%]"],
-                          [[a["step"], f"{1e3 * a['kept_s']:.1f}", f"{1e3 * a['default_s']:.1f}",
-                            f"{a['speedup']:.3f} [{a['speedup_low']:.3f}, "
-                            f"{a['speedup_high']:.3f}]"] for a in r["allocator"]])
     if any("breakdown" in st for st in r["steps_table"]):
         lines += ["", *bound_notes(r)]
     return lines

@@ -27,9 +27,7 @@ from roadmap.results.stats import ratio_interval
 from roadmap.runtime import (
     autocast_factory,
     code_version,
-    cpu_allocator,
     cpu_model,
-    keep_freed_memory,
     memory_format,
     resolve_channels_last,
     resolve_device,
@@ -164,8 +162,6 @@ class Settings:
 
 def settings(own: dict[str, str], overrides: list[str]) -> Settings:
     device = resolve_device(own["device"])
-    if device.type == "cpu":
-        keep_freed_memory()  # as CPU training runs do
     extra = list(overrides)
     if own["image_size"]:
         extra.append(f"data.image_size={own['image_size']}")
@@ -237,41 +233,17 @@ def versus_torchvision(s: Settings, step: str) -> dict:
     return record
 
 
-def allocator_row(s: Settings, step: str) -> dict:
-    """A training step of ``step`` (the preset's scale) with freed memory kept against glibc's
-    default, toggled in the same process round by round (alternating which goes first): the
-    ratio is default / kept seconds (> 1: keeping is faster), as training runs keep it."""
-    bench = Bench(build_model(model_config(s.compose(step), scaled=True)), s.x, s.y,
-                  s.autocast, s.channels_last, s.compile_)
-    times = {True: [], False: []}
-    for r in range(int(s.own["pairs"])):
-        for keep in (True, False) if r % 2 == 0 else (False, True):
-            cpu_allocator(keep)
-            for _ in range(s.warmup):
-                bench.train_step()
-            times[keep].append(timed(bench.train_step, s.steps, s.device))
-    keep_freed_memory()  # as the rest of the run measures
-    speedup, low, high = ratio_interval(times[True], times[False])
-    print(f"allocator {step:22s} kept / glibc default: {speedup:.3f} [{low:.3f}, {high:.3f}]",
-          file=sys.stderr)
-    return {"step": step, "kept_s": statistics.median(times[True]),
-            "default_s": statistics.median(times[False]), "speedup": speedup,
-            "speedup_low": low, "speedup_high": high}
-
-
 def run(own: dict[str, str], overrides: list[str]) -> dict:
     """Every measurement of one benchmark run, as one JSON-ready record."""
     s = settings(own, overrides)
     peak = peak_flops(s.device, s.dtype or torch.float32, s.repeats)
     bandwidth = memory_bandwidth(s.device, s.repeats)
     names = step_names(own["ladder"])
-    rows, versus, data_rows, augment, allocator = [], [], [], {}, []
+    rows, versus, data_rows, augment = [], [], [], {}
     if own["models"] == "true":
         rows = [step_row(s, step, peak) for step in (own["only"].split(",") if own["only"]
                                                       else names)]
         versus = [versus_torchvision(s, step) for step in (names[0], names[-1])]
-        if s.device.type == "cpu" and keep_freed_memory():
-            allocator = [allocator_row(s, step) for step in (names[0], names[-1])]
     if own["data"] == "true":
         for preset in ("cpu", "cifar10"):
             data_rows += data_share(preset, own["ladder"], s)
@@ -283,8 +255,7 @@ def run(own: dict[str, str], overrides: list[str]) -> dict:
             "batch": s.x.shape[0], "steps": s.steps, "repeats": s.repeats,
             "pairs": int(own["pairs"]), "peak_flops_per_s": peak,
             "bandwidth_bytes_per_s": bandwidth, "steps_table": rows,
-            "versus_torchvision": versus, "allocator": allocator, "data_path": data_rows,
-            "augment": augment,
+            "versus_torchvision": versus, "data_path": data_rows, "augment": augment,
             "commit": code_version()}
 
 

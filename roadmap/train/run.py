@@ -28,7 +28,6 @@ from roadmap.runtime import (
     code_version,
     cpu_kernels,
     cpu_model,
-    keep_freed_memory,
     resolve_device,
     use_threads,
 )
@@ -132,8 +131,6 @@ def run_epochs(cfg: TrainConfig, directory: RunDir, dist: Dist, config: dict,
     """Prepare the run, go on from its checkpoint if there is one, train the epochs left."""
     on_cpu = resolve_device(cfg.device, dist.local_rank).type == "cpu"
     cpu = cpu_kernels(use_threads(cfg.threads), on_cpu)
-    if on_cpu:
-        keep_freed_memory()
     checkpoint = directory.resume(config, cpu if on_cpu else None)
     run = prepare(cfg, dist)
     try:

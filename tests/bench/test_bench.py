@@ -2,7 +2,6 @@
 
 import json
 
-from roadmap import runtime
 from roadmap.bench import main
 
 
@@ -23,18 +22,11 @@ def test_bench_tiny(tmp_path, capsys):
                for v in result["versus_torchvision"])
     assert all(v["train_ratio_low"] <= v["train_ratio"] <= v["train_ratio_high"]
                for v in result["versus_torchvision"])
-    glibc = runtime._glibc() is not None  # elsewhere nothing is kept, nothing compared
-    assert [a["step"] for a in result["allocator"]] == (
-        ["resnet50", "separate_downsampling"] if glibc else [])
-    assert all(a["kept_s"] > 0 and a["default_s"] > 0
-               and a["speedup_low"] <= a["speedup"] <= a["speedup_high"]
-               for a in result["allocator"])
     assert {(d["preset"], d["step"]) for d in result["data_path"]} == {
         (p, s) for p in ("cpu", "cifar10") for s in ("resnet50", "separate_downsampling")}
     assert all(0 < d["data_share"] < 1 for d in result["data_path"])
     report = (tmp_path / "BENCHMARKS.md").read_text()  # beside the benchmarks/ folder
     assert "## tiny" in report and "| separate_downsampling |" in report
-    assert "glibc default ms" in report
     assert result["machine"]["torch"] in report
 
 
