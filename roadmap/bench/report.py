@@ -120,9 +120,28 @@ def _model_tables(r: dict) -> list[str]:
           f"{v['infer_ours']:.1f}", f"{v['infer_torchvision']:.1f}",
           _ratio_text(v, "infer"), *([_peak(v, "ours"), _peak(v, "torchvision")] if peak
                                      else [])] for v in r["versus_torchvision"]])
+    if any("breakdown_ours" in v for v in r["versus_torchvision"]):
+        lines += ["", *_versus_breakdown(r["versus_torchvision"])]
     if any("breakdown" in st for st in r["steps_table"]):
         lines += ["", *bound_notes(r)]
     return lines
+
+
+def _versus_breakdown(versus: list[dict]) -> list[str]:
+    """Where ours' and torchvision's full-size training steps go, and the ceiling of the ratio:
+    ours and torchvision run the same dense matmuls and convolutions, so with every other
+    operation of ours free the ratio would be the measured one over ours' dense share."""
+    kinds = ("dense", "depthwise", "depthwise_backward", "norm", "other", "optimizer")
+    rows = [[v["step"], who, *(f"{100 * v[f'breakdown_{key}'][k]['share']:.0f}%" for k in kinds),
+             f"{v['train_ratio_ceiling']:.2f}" if who == "ours" else ""]
+            for v in versus if "breakdown_ours" in v
+            for who, key in (("ours", "ours"), (v["torchvision"], "torchvision"))]
+    return ["The full-size training steps of that comparison by kind of operation (one more "
+            "step each, each call timed alone; ceiling: the ratio over ours' dense share, what "
+            "ours / torchvision would be if everything of ours but its dense matmuls and "
+            "convolutions, the same as torchvision's, took no time):", "",
+            *md_table(["step", "model", "dense", "depthwise", "depthwise bwd", "norm", "other",
+                       "optimizer", "ceiling"], rows)]
 
 
 def _share_table(rows: list[dict]) -> list[str]:

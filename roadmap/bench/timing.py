@@ -220,6 +220,12 @@ def versus_torchvision(s: Settings, step: str) -> dict:
         record[f"{kind}_torchvision"] = batch / statistics.median(t_tv[kind])
         (record[f"{kind}_ratio"], record[f"{kind}_ratio_low"],
          record[f"{kind}_ratio_high"]) = ratio_interval(t_ours[kind], t_tv[kind])
+    if s.own["breakdown"] == "true":  # one more step each: where their times differ
+        for who, bench in zip(("ours", "torchvision"), pair, strict=True):
+            record[f"breakdown_{who}"] = breakdown(bench, s.device, 1)
+        # the most the ratio can be while ours runs the same matmuls: all else of ours free
+        record["train_ratio_ceiling"] = (record["train_ratio"]
+                                         / record["breakdown_ours"]["dense"]["share"])
     if s.device.type == "cuda":  # one more training step each, alone: its peak memory
         for who, bench in zip(("ours", "torchvision"), pair, strict=True):
             torch.cuda.reset_peak_memory_stats(s.device)

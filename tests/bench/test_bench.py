@@ -49,7 +49,15 @@ def test_breakdown_kinds(tmp_path):
         assert abs(sum(v["share"] for v in row["breakdown"].values()) - 1) < 1e-6
         assert row["breakdown"]["optimizer"]["seconds"] > 0
     assert result["bandwidth_bytes_per_s"] > 0
-    assert "What bounds the depthwise steps" in (tmp_path / "b" / "BENCHMARKS.md").read_text()
+    for v in result["versus_torchvision"]:  # ours and torchvision's full-size steps, split
+        ours, theirs = v["breakdown_ours"], v["breakdown_torchvision"]
+        assert 0 < ours["dense"]["share"] <= 1 and 0 < theirs["dense"]["share"] <= 1
+        assert v["train_ratio_ceiling"] == v["train_ratio"] / ours["dense"]["share"]
+    convnext = result["versus_torchvision"][1]
+    assert convnext["breakdown_ours"]["depthwise_backward"]["flops"] > 0
+    assert convnext["breakdown_torchvision"]["depthwise_backward"]["flops"] > 0
+    report = (tmp_path / "b" / "BENCHMARKS.md").read_text()
+    assert "What bounds the depthwise steps" in report and "| ceiling |" in report
 
 
 def test_bench_full_recipe_data_path(tmp_path):
