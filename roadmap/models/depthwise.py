@@ -92,9 +92,17 @@ def op(name: str):
     return plain
 
 
+KERNEL = "roadmap-2"
+"""The compiled weight gradient's name in run records, with the version of its order of
+summation: ``roadmap-2`` since commit 4d8db2b (registers over chunks of rows); runs before it
+recorded ``roadmap`` (one row at a time). A checkpoint made under one is not resumed under the
+other (:meth:`roadmap.rundir.RunDir.resume`)."""
+
+
 def kernels() -> str:
-    """``roadmap`` (this module's weight gradient) or ``native`` (PyTorch's), as used on the CPU."""
-    return "roadmap" if extension() is not None else "native"
+    """:data:`KERNEL` (this module's weight gradient) or ``native`` (PyTorch's), as used on the
+    CPU."""
+    return KERNEL if extension() is not None else "native"
 
 
 def crop(weight: torch.Tensor, padding: tuple[int, int], size: tuple[int, int]

@@ -18,6 +18,7 @@ from PIL import Image
 
 from roadmap.conf import compose
 from roadmap.errors import RunError
+from roadmap.models.depthwise import kernels
 from roadmap.results.collect import collect
 from roadmap.rundir import RunRefused
 from roadmap.train import train
@@ -373,6 +374,18 @@ def test_the_thread_count_is_recorded_and_a_resume_under_another_is_refused(tmp_
     with pytest.raises(RunRefused, match="was trained with torch's VSX kernels and this machine "
                                          "runs .*: the kernels' ISA moves the sums' last bits"):
         train(smoke("epochs=1"), tmp_path)
+
+
+def test_a_checkpoint_of_the_first_depthwise_kernel_is_not_resumed_under_the_second(
+        tmp_path, trained):
+    """Runs before 4d8db2b recorded ``roadmap``: its weight gradient summed in another order."""
+    path = unfinished_with(tmp_path, lambda c: c["cpu"].update(threads=torch.get_num_threads(),
+                                                               depthwise="roadmap"))
+    with pytest.raises(RunRefused) as info:
+        train(smoke("epochs=1"), tmp_path)
+    assert str(info.value).startswith(
+        f"{path} was trained with the roadmap depthwise kernels and this process has "
+        f"{kernels()}: the depthwise kernel moves the sums' last bits")
 
 
 def test_a_full_disk_is_one_line_and_leaves_no_temporary_files(tmp_path):
