@@ -27,6 +27,14 @@ static inline __attribute__((always_inline)) V load(const float* p) {
   return v;
 }
 
+// The input row that tap row i reads for output row r (image r / Ho, output row r % Ho), or
+// nullptr where it falls in the padding.
+static inline __attribute__((always_inline)) const float* input_row(
+    const float* X, const Geometry& q, int64_t i, int64_t r) {
+  const int64_t n = r / q.Ho, h = (r % q.Ho) * q.sh + i - q.ph;
+  return h < 0 || h >= q.H ? nullptr : X + (n * q.H + h) * q.W * q.C;
+}
+
 // Taps (i, 0..KW-1) of the channels [c0, c0 + lanes of V) over output rows [r0, r1) (row r:
 // image r / Ho, output row r % Ho): KW accumulators held in registers across all the rows and
 // added to acc once, the output gradient loaded once per column; the columns where every tap
@@ -43,10 +51,8 @@ static inline __attribute__((always_inline)) void taps_block(
   const int64_t hi_edge = q.W - KW + q.pw;  // wo * sw <= hi_edge
   const int64_t hi = hi_edge < 0 ? -1 : std::min(q.Wo - 1, hi_edge / q.sw);
   for (int64_t r = r0; r < r1; ++r) {
-    const int64_t n = r / q.Ho, ho = r % q.Ho;
-    const int64_t h = ho * q.sh + i - q.ph;
-    if (h < 0 || h >= q.H) continue;
-    const float* xrow = X + (n * q.H + h) * q.W * C;
+    const float* xrow = input_row(X, q, i, r);
+    if (xrow == nullptr) continue;
     const float* grow = G + r * q.Wo * C;
     for (int64_t wo = 0; wo < q.Wo; ++wo) {
       const V g = load<V>(grow + wo * C + c0);
@@ -75,10 +81,8 @@ static inline void taps_scalar(float* acc, const float* X, const float* G, const
                                int64_t i, int64_t c0, int64_t r0, int64_t r1) {
   const int64_t C = q.C;
   for (int64_t r = r0; r < r1; ++r) {
-    const int64_t n = r / q.Ho, ho = r % q.Ho;
-    const int64_t h = ho * q.sh + i - q.ph;
-    if (h < 0 || h >= q.H) continue;
-    const float* xrow = X + (n * q.H + h) * q.W * C;
+    const float* xrow = input_row(X, q, i, r);
+    if (xrow == nullptr) continue;
     const float* grow = G + r * q.Wo * C;
     for (int64_t j = 0; j < q.kw; ++j) {
       float* out = acc + (i * q.kw + j) * C;
