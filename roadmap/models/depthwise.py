@@ -9,11 +9,12 @@ in the ladder's steps):
   conv with the kernel cropped to them (and the padding to ``n - 1``) is the same function; the
   other taps' gradient is exactly zero either way, and the parameter keeps its k x k shape.
 - **The weight gradient**, a per-channel correlation of the input with the output gradient, is
-  computed by a small compiled kernel (``depthwise.cpp``: one pass over the output gradient,
-  vectorised over channels in the channels-last layout, per-thread accumulators summed in a
-  fixed order). It is built at first use by ``torch.utils.cpp_extension`` (gcc and ninja, which
-  ``make`` installs; cached in ``TORCH_EXTENSIONS_DIR``). The input gradient stays PyTorch's
-  (about one forward).
+  computed by a small compiled kernel (``depthwise.cpp``: vectorised over channels in the
+  channels-last layout, sums held in registers over cache-sized chunks of output rows,
+  per-thread accumulators summed in a fixed order). It is built at first use by
+  ``torch.utils.cpp_extension`` (gcc and ninja, which ``make`` installs; cached in
+  ``TORCH_EXTENSIONS_DIR``). The input gradient is PyTorch's forward conv of the output
+  gradient with the kernel flipped (about one forward; oneDNN's own costs several).
 
 Used for fp32 tensors on the CPU in eager mode; on a GPU, in another dtype, while
 ``torch.compile`` or ``torch.export`` traces, or where the kernel cannot be built, it is
