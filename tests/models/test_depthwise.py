@@ -55,6 +55,14 @@ def test_the_same_function_and_gradients_as_conv2d(channels, size, k, stride, la
             assert a.shape == e.shape and close(a, e), name
 
 
+@pytest.mark.parametrize("channels,size,k,stride", [(96, 56, 7, 1), (40, 45, 3, 2)])
+def test_the_weight_gradient_over_many_chunks_of_rows(channels, size, k, stride):
+    """Maps large enough that each thread's rows span several of the kernel's cache-sized
+    chunks (about 256 KB of rows each; 96 channels at 56 px: 6 rows), uneven ones included."""
+    test_the_same_function_and_gradients_as_conv2d(channels, size, k, stride, "channels_last",
+                                                   True)
+
+
 @pytest.mark.parametrize("k,size,kept", [(7, 1, 1), (7, 2, 3), (7, 3, 5), (7, 4, 7), (11, 4, 7),
                                          (9, 8, 9), (3, 1, 1)])
 def test_the_kernel_is_cropped_to_the_taps_that_reach_the_map(k, size, kept):
