@@ -282,6 +282,32 @@ CHECKPOINT_KEYS = ("model", "optimizer", "scheduler", "scaler", "epoch", "histor
 """What every checkpoint holds (the state dict :mod:`roadmap.train.state` makes)."""
 
 
+def refuse_other_kernels(path: Path, was: dict, now: dict) -> None:
+    """A :class:`RunRefused` line when a checkpoint's ``cpu`` record (:func:`roadmap.runtime.
+    cpu_kernels`) differs from this process's in what moves the sums' last bits. ``pointwise``
+    is recorded only where 1x1 convs run as oneDNN's convolutions (absent: matrix products)."""
+    for key in [*was, *({"pointwise"} & (now.keys() - was.keys()))]:
+        before = was.get(key)
+        after = now.get(key) if key == "pointwise" else now.get(key, before)
+        if before == after:
+            continue
+        what, fix, name = {
+            "threads": (f"on {before} CPU threads and this process has {after}",
+                        f"rerun with threads={before}", "thread count"),
+            "depthwise": (f"with the {before} depthwise kernels and this process has {after}",
+                          "rerun where they are (roadmap/models/depthwise.py)",
+                          "depthwise kernel"),
+            "pointwise": (f"with its 1x1 convs as {before or 'matrix products'} and this process "
+                          f"runs them as {after or 'matrix products'}",
+                          "rerun at the commit the run records (roadmap/models/net.py, "
+                          "MATMUL_PIXELS)", "way 1x1 convs compute"),
+        }.get(key, (f"with torch's {before} kernels and this machine runs {after}",
+                    f"resume it on a {before} machine", "kernels' ISA"))
+        raise RunRefused(f"{path} was trained {what}: the {name} moves the sums' last bits, "
+                         f"so the run would mix two sets of numbers; fix: {fix}, or remove it "
+                         f"to run this run from its start (rm {path})")
+
+
 class RunDir:
     """One run's directory: its lock, config, records, epochs, checkpoint and Hydra files."""
 
@@ -470,21 +496,8 @@ class RunDir:
                              f"{shown_keys(changed)}); fix: move it back to its own run "
                              f"directory, or remove it to run this run from its start (rm "
                              f"{path})")
-        for key, was in checkpoint.get("cpu", {}).items() if cpu is not None else ():
-            now = cpu.get(key, was)
-            if now == was:
-                continue
-            what, fix, name = {
-                "threads": (f"on {was} CPU threads and this process has {now}",
-                            f"rerun with threads={was}", "thread count"),
-                "depthwise": (f"with the {was} depthwise kernels and this process has {now}",
-                              "rerun where they are (roadmap/models/depthwise.py)",
-                              "depthwise kernel"),
-            }.get(key, (f"with torch's {was} kernels and this machine runs {now}",
-                        f"resume it on a {was} machine", "kernels' ISA"))
-            raise RunRefused(f"{path} was trained {what}: the {name} moves the "
-                             f"sums' last bits, so the run would mix two sets of numbers; fix: "
-                             f"{fix}, or remove it to run this run from its start (rm {path})")
+        if cpu is not None:
+            refuse_other_kernels(path, checkpoint.get("cpu", {}), cpu)
         return checkpoint
 
     def unfit_checkpoint(self, exc: BaseException) -> RunError:

@@ -67,14 +67,17 @@ def use_threads(threads: int | None) -> int:
     return torch.get_num_threads()
 
 
-def cpu_kernels(threads: int, on_cpu: bool = True) -> dict:
+def cpu_kernels(threads: int, on_cpu: bool = True, pointwise: str | None = None) -> dict:
     """What decides a CPU run's last bits besides its config: the thread count, the vector
-    ISA of torch's kernels (``AVX512``, ``AVX2``, ...) and whose depthwise weight gradient runs
-    (:func:`roadmap.models.depthwise.kernels`; on a GPU, PyTorch's own: ``native``)."""
+    ISA of torch's kernels (``AVX512``, ``AVX2``, ...), whose depthwise weight gradient runs
+    (:func:`roadmap.models.depthwise.kernels`; on a GPU, PyTorch's own: ``native``) and, only
+    where they run as oneDNN's convolutions, how the 1x1 convs compute
+    (:func:`roadmap.models.net.pointwise_kernels`)."""
     from roadmap.models.depthwise import kernels
 
-    return {"threads": threads, "cpu_capability": torch.backends.cpu.get_cpu_capability(),
-            "depthwise": kernels() if on_cpu else "native"}
+    record = {"threads": threads, "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+              "depthwise": kernels() if on_cpu else "native"}
+    return record | ({"pointwise": pointwise} if pointwise is not None else {})
 
 
 def setup_distributed(dist: Dist, device: torch.device) -> None:

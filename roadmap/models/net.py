@@ -126,19 +126,48 @@ def conv(cfg: ModelConfig, cin: int, cout: int, kernel: int, stride: int = 1,
                  bias=has_bias(cfg, followed_by_norm))
 
 
+MATMUL_PIXELS = 64
+"""On the CPU, :class:`Pointwise` runs as a matrix product over maps of at most this many pixels
+(8x8) and as oneDNN's 1x1 convolution over larger ones, where that is faster (docs/builder.md;
+``make bench``'s 224x224 comparison with torchvision measures it)."""
+
+
 class Pointwise(nn.Conv2d):
     """A 1x1 conv. On an input laid out channels-last (as a channels LayerNorm leaves it) it
     runs as one matrix product over channels, with no layout copy, as ConvNeXt's ``nn.Linear``
-    does; otherwise as an ordinary convolution. The parameters are a 1x1 conv's either way."""
+    does, except on the CPU over maps of more than :data:`MATMUL_PIXELS` pixels, where
+    oneDNN's 1x1 convolution (channels-last in and out, no copy either) is the faster; otherwise
+    as an ordinary convolution. The parameters are a 1x1 conv's either way."""
 
     def __init__(self, cin: int, cout: int, bias: bool) -> None:
         super().__init__(cin, cout, 1, bias=bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         nhwc = x.permute(0, 2, 3, 1)
-        if nhwc.is_contiguous():
+        if nhwc.is_contiguous() and (x.device.type != "cpu"
+                                     or x.shape[-2] * x.shape[-1] <= MATMUL_PIXELS):
             return F.linear(nhwc, self.weight.flatten(1), self.bias).permute(0, 3, 1, 2)
         return super().forward(x)
+
+
+def stem_map(cfg: ModelConfig, image_size: int) -> int:
+    """Side of the stem's output map (stage 1's, the largest any 1x1 conv sees) for square
+    ``image_size`` inputs: ``resnet``'s 7x7/2 conv and 3x3/2 pool each halve it rounding up;
+    ``patchify`` divides it by the patch size, rounding down."""
+    if cfg.stem == "resnet":
+        return -(-(-(-image_size // 2)) // 2)
+    return image_size // cfg.patch_size
+
+
+def pointwise_kernels(cfg: ModelConfig, image_size: int, on_cpu: bool,
+                      channels_last: bool) -> str | None:
+    """What a run records of how its 1x1 convs computed, where :data:`MATMUL_PIXELS` applies
+    (a CPU run, channels-last, stage 1's map larger): they sum in another order than the matrix
+    products used before it; None where nothing changed."""
+    side = stem_map(cfg, image_size)
+    if on_cpu and channels_last and side * side > MATMUL_PIXELS:
+        return f"onednn-over-{MATMUL_PIXELS}px"
+    return None
 
 
 def drop_path_rates(depths: tuple[int, ...] | list[int], rate: float) -> list[float]:

@@ -22,12 +22,14 @@ from omegaconf import DictConfig, OmegaConf
 
 from roadmap.conf import settings
 from roadmap.errors import RunError
+from roadmap.models.net import pointwise_kernels
 from roadmap.rundir import IDENTITY, RunDir, RunRecord, recorded_config
 from roadmap.runtime import (
     Dist,
     code_version,
     cpu_kernels,
     cpu_model,
+    resolve_channels_last,
     resolve_device,
     use_threads,
 )
@@ -130,7 +132,9 @@ def run_epochs(cfg: TrainConfig, directory: RunDir, dist: Dist, config: dict,
                tracked: dict, named: dict) -> RunRecord:
     """Prepare the run, go on from its checkpoint if there is one, train the epochs left."""
     on_cpu = resolve_device(cfg.device, dist.local_rank).type == "cpu"
-    cpu = cpu_kernels(use_threads(cfg.threads), on_cpu)
+    pointwise = pointwise_kernels(cfg.network(), cfg.data.image_size, on_cpu,
+                                  resolve_channels_last(cfg.channels_last, torch.device("cpu")))
+    cpu = cpu_kernels(use_threads(cfg.threads), on_cpu, pointwise)
     checkpoint = directory.resume(config, cpu if on_cpu else None)
     run = prepare(cfg, dist)
     try:

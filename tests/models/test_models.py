@@ -4,8 +4,10 @@ import copy
 
 import pytest
 import torch
+import torch.nn.functional as F
 import torchvision
 from torch import nn
+from torch.utils._python_dispatch import TorchDispatchMode
 from torchvision.ops import StochasticDepth
 
 from roadmap.models import (
@@ -20,6 +22,19 @@ from roadmap.models import (
     resnet_from_torchvision,
     to_torchvision,
 )
+from roadmap.models.net import MATMUL_PIXELS, Pointwise, pointwise_kernels, stem_map
+
+
+class OpNames(TorchDispatchMode):
+    """The names of the ATen operations run inside."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.names: set[str] = set()
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        self.names.add(func.overloadpacket.__name__)
+        return func(*args, **(kwargs or {}))
 
 
 def randomize(model: nn.Module) -> nn.Module:
@@ -45,15 +60,19 @@ CASES = [
 ]
 
 
+@pytest.mark.parametrize("fmt", [torch.contiguous_format, torch.channels_last],
+                         ids=["nchw", "channels_last"])
 @pytest.mark.parametrize("factory,params,cfg", CASES, ids=["resnet50", "convnext_t", "convnext_b"])
-def test_equal_to_torchvision(factory, params, cfg):
-    reference = randomize(factory())
-    ours = RoadmapNet(cfg).eval()
+def test_equal_to_torchvision(factory, params, cfg, fmt):
+    """At 96x96 channels-last, stage 1's 1x1 convs (24x24) run as oneDNN's, stage 3's (6x6) as
+    matrix products (Pointwise)."""
+    reference = randomize(factory()).to(memory_format=fmt)
+    ours = RoadmapNet(cfg).eval().to(memory_format=fmt)
     assert sum(p.numel() for p in ours.parameters()) == params
     assert sum(p.numel() for p in reference.parameters()) == params
     convert = resnet_from_torchvision if cfg.stem == "resnet" else convnext_from_torchvision
     ours.load_state_dict(convert(reference.state_dict()))  # strict: same layers, same shapes
-    x = torch.randn(2, 3, 96, 96)
+    x = torch.randn(2, 3, 96, 96).contiguous(memory_format=fmt)
     with torch.no_grad():
         expected, got = reference(x), ours(x)
     torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-4 * expected.abs().max().item())
@@ -244,3 +263,48 @@ def test_a_swapped_layer_is_the_one_that_runs(how):
         features = net.stages[1].downsample(net.stages[0](net.stem(x)))
         assert torch.equal(block(features), features)
     assert not torch.allclose(before, after)
+
+
+@pytest.mark.parametrize("side", [8, 9])
+@pytest.mark.parametrize("bias", [True, False])
+def test_a_pointwise_conv_is_a_1x1_conv_on_either_side_of_the_matmul_limit(side, bias):
+    """A matrix product up to 8x8 (64 px) on the CPU, oneDNN's 1x1 conv over it: one function,
+    its gradients included, channels-last out as in."""
+    torch.manual_seed(0)
+    layer = Pointwise(12, 20, bias)
+    x = torch.randn(3, 12, side, side).contiguous(memory_format=torch.channels_last)
+    x.requires_grad_(True)
+    grad = torch.randn(3, 20, side, side)
+    with OpNames() as ops:
+        y = layer(x)
+    assert (ops.names & {"convolution", "mm", "addmm"}) == (
+        {"convolution"} if side * side > MATMUL_PIXELS else {"addmm" if bias else "mm"})
+    assert y.is_contiguous(memory_format=torch.channels_last)
+    params = (x, layer.weight) + ((layer.bias,) if bias else ())
+    got = torch.autograd.grad(y, params, grad)
+    want = torch.autograd.grad(F.conv2d(x, layer.weight, layer.bias), params, grad)
+    torch.testing.assert_close(y, F.conv2d(x, layer.weight, layer.bias))
+    for g, w in zip(got, want, strict=True):
+        torch.testing.assert_close(g, w)
+
+
+@pytest.mark.parametrize("cfg", [resnet_config(), convnext_config(),
+                                 convnext_config(patch_size=2), convnext_config(patch_size=3)],
+                         ids=["resnet", "patchify4", "patchify2", "patchify3"])
+def test_the_stem_map_is_the_stems_output(cfg):
+    stem = RoadmapNet(cfg).stem.eval()
+    for size in (7, 8, 31, 32, 33, 36, 37, 64):
+        with torch.no_grad():
+            out = stem(torch.randn(1, 3, size, size))
+        assert stem_map(cfg, size) == out.shape[-1] == out.shape[-2], size
+
+
+def test_runs_record_where_1x1_convs_run_as_onednn_convs():
+    """Only a CPU, channels-last run whose stage-1 map is over 8x8 computes its 1x1 convs
+    otherwise than before MATMUL_PIXELS (a 32x32 input gives 8x8 maps in every step)."""
+    for cfg in (resnet_config(), convnext_config()):
+        assert pointwise_kernels(cfg, 32, True, True) is None
+        assert pointwise_kernels(cfg, 36, True, True) == "onednn-over-64px"
+        assert pointwise_kernels(cfg, 224, True, True) == "onednn-over-64px"
+        assert pointwise_kernels(cfg, 224, False, True) is None  # a GPU: matmuls
+        assert pointwise_kernels(cfg, 224, True, False) is None  # NCHW: convolutions, as before

@@ -13,7 +13,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 
 from roadmap.models import RoadmapNet, convnext_config, resnet_config, to_torchvision
 from roadmap.models.depthwise import native
-from roadmap.models.net import GroupedConv2d
+from roadmap.models.net import MATMUL_PIXELS, GroupedConv2d, Pointwise
 
 # operations that only make a new view of the same memory: free of arithmetic and copies
 VIEWS = {"view", "_unsafe_view", "permute", "t", "transpose", "as_strided", "expand", "squeeze",
@@ -48,27 +48,47 @@ CONFIGS = [resnet_config(num_classes=10), convnext_config(num_classes=10, drop_p
 FORMATS = [torch.contiguous_format, torch.channels_last]
 
 
+def as_matmuls(model: torch.nn.Module, fmt: torch.memory_format, size: int) -> tuple[int, int]:
+    """How many of the model's 1x1 conv calls should run as matrix products (all, biased): on
+    the CPU, those whose input is NHWC in memory, over maps of at most MATMUL_PIXELS pixels."""
+    calls = []
+
+    def seen(module, inputs, output):
+        x = inputs[0]
+        # NHWC in memory (on a 1x1 map NCHW is too), over no more than MATMUL_PIXELS
+        if x.permute(0, 2, 3, 1).is_contiguous() and x.shape[-2] * x.shape[-1] <= MATMUL_PIXELS:
+            calls.append(module.bias is not None)
+
+    hooks = [m.register_forward_hook(seen) for m in model.modules() if isinstance(m, Pointwise)]
+    record(model, fmt, size)
+    for h in hooks:
+        h.remove()
+    return len(calls), sum(calls)
+
+
+@pytest.mark.parametrize("size", [32, 64])
 @pytest.mark.parametrize("fmt", FORMATS, ids=["nchw", "channels_last"])
 @pytest.mark.parametrize("cfg", CONFIGS, ids=["resnet50", "convnext_t"])
-def test_same_operations_as_torchvision(cfg, fmt):
+def test_same_operations_as_torchvision(cfg, fmt, size):
     ours = RoadmapNet(cfg)
     theirs = to_torchvision(ours)
-    got = Counter(name for name, _ in record(ours, fmt).calls)
-    want = Counter(name for name, _ in record(theirs, fmt).calls)
+    got = Counter(name for name, _ in record(ours, fmt, size).calls)
+    want = Counter(name for name, _ in record(theirs, fmt, size).calls)
     differ = {op for op in got.keys() | want.keys() if got[op] != want[op]} - VIEWS
-    # a 1x1 conv fed a channels-last tensor runs as a matrix product (Pointwise): one conv and
-    # its backward become three matmuls (forward, grad of input, grad of weight); a biased
-    # grouped conv (GroupedConv2d, not depthwise) takes its bias gradient as a sum; nothing else
-    # differs
-    assert differ <= {"convolution", "convolution_backward", "mm", "sum"}, {
+    # a 1x1 conv runs as a matrix product where Pointwise says (forward, grad of input, grad of
+    # weight: three matmuls, and a sum for a bias) and as a conv elsewhere; torchvision's
+    # ResNet-50 runs convs, its ConvNeXt-T matrix products (nn.Linear); a biased grouped conv
+    # (GroupedConv2d, not depthwise) takes its bias gradient as a sum; nothing else differs
+    assert differ <= {"convolution", "convolution_backward", "mm", "addmm", "sum"}, {
         op: (got[op], want[op]) for op in differ}
-    as_matmul = want["convolution"] - got["convolution"]
-    assert as_matmul >= 0
-    assert want["convolution_backward"] - got["convolution_backward"] == as_matmul
-    assert got["mm"] - want["mm"] == 3 * as_matmul
+    matmuls, biased = as_matmuls(ours, fmt, size)
+    linear = sum(isinstance(m, torch.nn.Linear) for m in theirs.modules()) - 1  # not the head's
+    assert want["convolution"] - got["convolution"] == matmuls - linear
+    assert want["convolution_backward"] - got["convolution_backward"] == matmuls - linear
+    assert got["mm"] + got["addmm"] - want["mm"] - want["addmm"] == 3 * (matmuls - linear)
     biased_grouped = sum(isinstance(m, GroupedConv2d) and m.bias is not None
                          and m.groups != m.in_channels for m in ours.modules())
-    assert got["sum"] - want["sum"] == biased_grouped
+    assert got["sum"] - want["sum"] == biased_grouped + biased - linear
 
 
 @pytest.mark.parametrize("size", [32, 64])

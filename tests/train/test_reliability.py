@@ -388,6 +388,21 @@ def test_a_checkpoint_of_the_first_depthwise_kernel_is_not_resumed_under_the_sec
         f"{kernels()}: the depthwise kernel moves the sums' last bits")
 
 
+def test_a_checkpoint_whose_1x1_convs_ran_as_onednn_convs_is_not_resumed_as_matmuls(
+        tmp_path, trained):
+    """A CPU run over maps above 8x8 records ``pointwise`` (roadmap/models/net.py,
+    MATMUL_PIXELS); one with it is refused where they run as matrix products, as the smoke
+    preset's 32x32 runs do (its checkpoints have none: they resume, the tests above)."""
+    path = unfinished_with(tmp_path, lambda c: c["cpu"].update(threads=torch.get_num_threads(),
+                                                               pointwise="onednn-over-64px"))
+    with pytest.raises(RunRefused) as info:
+        train(smoke("epochs=1"), tmp_path)
+    assert str(info.value).startswith(
+        f"{path} was trained with its 1x1 convs as onednn-over-64px and this process runs them "
+        "as matrix products: the way 1x1 convs compute moves the sums' last bits")
+    assert "pointwise" not in trained  # a 32x32 run: nothing recorded
+
+
 def test_a_full_disk_is_one_line_and_leaves_no_temporary_files(tmp_path):
     disk = tmp_path / "disk"
     disk.mkdir()
