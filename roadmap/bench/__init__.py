@@ -3,7 +3,7 @@
     python -m roadmap.bench [preset=cpu] [name=cpu-32px] [image_size=N] [batch_size=N]
         [steps=5] [repeats=5] [warmup=2] [dtype=fp32|bf16] [channels_last=auto] [compile=false]
         [device=auto] [ladder=resnet50] [only=resnet50,gelu] [data=true] [pairs=10]
-        [breakdown=true] [models=true] [augment=false] [out=benchmarks]
+        [breakdown=true] [models=true] [augment=false] [pointwise=true] [out=benchmarks]
 
 Measured on the current device after warm-up, as medians of ``repeats`` timings of ``steps``
 steps each, for the preset's models (its width/depth scale), resolution and batch:
@@ -20,11 +20,16 @@ steps each, for the preset's models (its width/depth scale), resolution and batc
 5. (``augment=true``) the in-memory data path with the whole convnext recipe, batched against
    per-image (timm's PIL ops) at batch 128 and 1024, and its share of a cpu-preset step.
 
-``models=false`` skips 1-3.
+6. (``pointwise=true``) every distinct 1x1 conv of step 0's and the last step's full-size
+   networks at the benchmark's resolution and batch, forward + backward, as a matrix product
+   against the backend's convolution: what ``Pointwise``'s choice between them rests on
+   (``roadmap.bench.pointwise``).
+
+``models=false`` skips 1-3 and 6.
 
 Each run writes ``<out>/<name>.json``; ``BENCHMARKS.md`` is rebuilt from every JSON in ``out``.
-Modules: ``timing`` (the measurements), ``breakdown`` (time by kind of operation), ``report``
-(the markdown).
+Modules: ``timing`` (the measurements), ``breakdown`` (time by kind of operation),
+``pointwise`` (the two ways of a 1x1 conv), ``report`` (the markdown).
 """
 
 from __future__ import annotations
@@ -41,7 +46,7 @@ OWN_KEYS = {"preset": "cpu", "name": "", "image_size": "", "batch_size": "", "st
             "repeats": "5", "warmup": "2", "dtype": "fp32", "channels_last": "auto",
             "compile": "false", "device": "auto", "ladder": "resnet50", "only": "",
             "data": "true", "out": "benchmarks", "pairs": "10", "breakdown": "true",
-            "models": "true", "augment": "false"}
+            "models": "true", "augment": "false", "pointwise": "true"}
 
 
 def parse(argv: Sequence[str]) -> tuple[dict[str, str], list[str]]:
@@ -50,7 +55,7 @@ def parse(argv: Sequence[str]) -> tuple[dict[str, str], list[str]]:
     if own["channels_last"] not in ("auto", "true", "false"):
         raise ValueError(f"channels_last={own['channels_last']} is invalid; valid values: auto, "
                          "true, false")
-    for key in ("models", "augment", "data", "breakdown", "compile"):
+    for key in ("models", "augment", "data", "breakdown", "compile", "pointwise"):
         if own[key] not in ("true", "false"):
             raise ValueError(f"{key}={own[key]} is invalid; valid values: true, false")
     if own["dtype"] not in ("fp32", "bf16"):

@@ -122,6 +122,8 @@ def _model_tables(r: dict) -> list[str]:
                                      else [])] for v in r["versus_torchvision"]])
     if any("breakdown_ours" in v for v in r["versus_torchvision"]):
         lines += ["", *_versus_breakdown(r["versus_torchvision"])]
+    if r.get("pointwise"):
+        lines += ["", *_pointwise_table(r["pointwise"])]
     if any("breakdown" in st for st in r["steps_table"]):
         lines += ["", *bound_notes(r)]
     return lines
@@ -129,8 +131,8 @@ def _model_tables(r: dict) -> list[str]:
 
 def _versus_breakdown(versus: list[dict]) -> list[str]:
     """Where ours' and torchvision's full-size training steps go, and the ceiling of the ratio:
-    ours and torchvision run the same dense matmuls and convolutions, so with every other
-    operation of ours free the ratio would be the measured one over ours' dense share."""
+    with every operation of ours but its dense matmuls and convolutions free, the ratio would be
+    the measured one over ours' dense share."""
     kinds = ("dense", "depthwise", "depthwise_backward", "norm", "other", "optimizer")
     rows = [[v["step"], who, *(f"{100 * v[f'breakdown_{key}'][k]['share']:.0f}%" for k in kinds),
              f"{v['train_ratio_ceiling']:.2f}" if who == "ours" else ""]
@@ -139,9 +141,23 @@ def _versus_breakdown(versus: list[dict]) -> list[str]:
     return ["The full-size training steps of that comparison by kind of operation (one more "
             "step each, each call timed alone; ceiling: the ratio over ours' dense share, what "
             "ours / torchvision would be if everything of ours but its dense matmuls and "
-            "convolutions, the same as torchvision's, took no time):", "",
+            "convolutions took no time):", "",
             *md_table(["step", "model", "dense", "depthwise", "depthwise bwd", "norm", "other",
                        "optimizer", "ceiling"], rows)]
+
+
+def _pointwise_table(rows: list[dict]) -> list[str]:
+    """The two ways of every 1x1 conv of the compared networks (roadmap.bench.pointwise)."""
+    return ["Every 1x1 conv of those full-size networks, forward + backward on channels-last "
+            "input, as a matrix product and as the backend's convolution (ms, medians; ratio: "
+            "matmul / conv, > 1: the conv is faster; runs as: what `Pointwise` does here, "
+            "roadmap/models/net.py):", "",
+            *md_table(["model", "in", "out", "map", "bias", "matmul ms", "conv ms",
+                       "ratio [95%]", "runs as"],
+                      [[p["model"], p["cin"], p["cout"], p["map"], "yes" if p["bias"] else "no",
+                        f"{p['ms_matmul']:.2f}", f"{p['ms_conv']:.2f}",
+                        f"{p['ratio']:.2f} [{p['ratio_low']:.2f}, {p['ratio_high']:.2f}]",
+                        p["runs_as"]] for p in rows])]
 
 
 def _share_table(rows: list[dict]) -> list[str]:

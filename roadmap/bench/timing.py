@@ -200,14 +200,20 @@ def step_row(s: Settings, step: str, peak: float) -> dict:
     return row
 
 
-def versus_torchvision(s: Settings, step: str) -> dict:
-    """Ours against torchvision at full size, same classes/channels/resolution, alternating
-    (the paper's protocol: the network torchvision has, layer scale included)."""
+def full_size(s: Settings, step: str) -> nn.Module:
+    """``step``'s network at full size (the paper's: layer scale, no stochastic depth) with the
+    preset's classes and input channels."""
     cfg = s.compose(step)
     full = compose([f"ladder={s.own['ladder']}", f"step={step}", "protocol=paper",
                     f"model.num_classes={cfg.model.num_classes}",
                     f"model.in_chans={cfg.model.in_chans}", "model.drop_path_rate=0"])
-    ours = build_model(model_config(full))
+    return build_model(model_config(full))
+
+
+def versus_torchvision(s: Settings, step: str) -> dict:
+    """Ours against torchvision at full size, same classes/channels/resolution, alternating
+    (the paper's protocol: the network torchvision has, layer scale included)."""
+    ours = full_size(s, step)
     theirs = to_torchvision(ours)
     pair = [Bench(ours, s.x, s.y, s.autocast, s.channels_last, s.compile_),
             Bench(theirs, s.x, s.y, s.autocast, s.channels_last, s.compile_)]
@@ -245,11 +251,16 @@ def run(own: dict[str, str], overrides: list[str]) -> dict:
     peak = peak_flops(s.device, s.dtype or torch.float32, s.repeats)
     bandwidth = memory_bandwidth(s.device, s.repeats)
     names = step_names(own["ladder"])
-    rows, versus, data_rows, augment = [], [], [], {}
+    rows, versus, pointwise, data_rows, augment = [], [], [], [], {}
     if own["models"] == "true":
         rows = [step_row(s, step, peak) for step in (own["only"].split(",") if own["only"]
                                                       else names)]
         versus = [versus_torchvision(s, step) for step in (names[0], names[-1])]
+    if own["models"] == "true" and own["pointwise"] == "true":
+        from roadmap.bench.pointwise import pointwise_rows  # it times with this module's timed
+
+        pointwise = pointwise_rows({step: full_size(s, step) for step in (names[0], names[-1])},
+                                   s.x, int(own["pairs"]))
     if own["data"] == "true":
         for preset in ("cpu", "cifar10"):
             data_rows += data_share(preset, own["ladder"], s)
@@ -261,7 +272,8 @@ def run(own: dict[str, str], overrides: list[str]) -> dict:
             "batch": s.x.shape[0], "steps": s.steps, "repeats": s.repeats,
             "pairs": int(own["pairs"]), "peak_flops_per_s": peak,
             "bandwidth_bytes_per_s": bandwidth, "steps_table": rows,
-            "versus_torchvision": versus, "data_path": data_rows, "augment": augment,
+            "versus_torchvision": versus, "pointwise": pointwise, "data_path": data_rows,
+            "augment": augment,
             "commit": code_version()}
 
 

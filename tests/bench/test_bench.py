@@ -2,7 +2,11 @@
 
 import json
 
+import torch
+
 from roadmap.bench import main
+from roadmap.bench.pointwise import pointwise_rows
+from roadmap.models import RoadmapNet, convnext_config
 
 
 def test_bench_tiny(tmp_path, capsys):
@@ -25,8 +29,13 @@ def test_bench_tiny(tmp_path, capsys):
     assert {(d["preset"], d["step"]) for d in result["data_path"]} == {
         (p, s) for p in ("cpu", "cifar10") for s in ("resnet50", "separate_downsampling")}
     assert all(0 < d["data_share"] < 1 for d in result["data_path"])
+    # ResNet-50's 1x1 convs at 32x32 (8x8 maps and down), then ConvNeXt-T's: matrix products
+    assert [p["model"] for p in result["pointwise"]][0] == "resnet50"
+    assert {p["model"] for p in result["pointwise"]} == {"resnet50", "separate_downsampling"}
+    assert {p["runs_as"] for p in result["pointwise"]} == {"matmul"}
     report = (tmp_path / "BENCHMARKS.md").read_text()  # beside the benchmarks/ folder
     assert "## tiny" in report and "| separate_downsampling |" in report
+    assert "| model | in | out | map | bias |" in report
     assert result["machine"]["torch"] in report
 
 
@@ -78,3 +87,18 @@ def test_bench_full_recipe_data_path(tmp_path):
     assert [f["workers"] for f in folders] == [1, 2]
     assert all(f["images_per_s"] > 0 and f["per_worker_images_per_s"] > 0 for f in folders)
     assert "batched / per-image [95%]" in (tmp_path / "BENCHMARKS.md").read_text()
+
+
+def test_pointwise_rows_time_both_ways_of_every_1x1_conv():
+    """Each distinct 1x1 conv once, both ways timed, and the way Pointwise takes on the CPU:
+    oneDNN's conv over stage 1's 12x12 map (144 px), a matrix product from 6x6 down."""
+    model = RoadmapNet(convnext_config(num_classes=10, depths=(2, 1, 1, 1), width=8))
+    rows = pointwise_rows({"tiny": model}, torch.randn(2, 3, 48, 48), pairs=2)
+    assert [(r["cin"], r["cout"], r["map"], r["runs_as"]) for r in rows] == [
+        (8, 32, "12x12", "conv"), (32, 8, "12x12", "conv"),
+        (16, 64, "6x6", "matmul"), (64, 16, "6x6", "matmul"),
+        (32, 128, "3x3", "matmul"), (128, 32, "3x3", "matmul"),
+        (64, 256, "1x1", "matmul"), (256, 64, "1x1", "matmul")]
+    for r in rows:
+        assert r["bias"] and r["ms_matmul"] > 0 and r["ms_conv"] > 0
+        assert r["ratio_low"] <= r["ratio"] <= r["ratio_high"]
