@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -124,6 +125,16 @@ def sync(device: torch.device) -> None:
     """Wait for the device's queued work (for timing)."""
     if device.type == "cuda":
         torch.cuda.synchronize()
+
+
+def timed(fn: Callable[[], None], steps: int, device: torch.device) -> float:
+    """Seconds per call of ``fn`` over ``steps`` calls, the device's queue drained around."""
+    sync(device)
+    t0 = time.perf_counter()
+    for _ in range(steps):
+        fn()
+    sync(device)
+    return (time.perf_counter() - t0) / steps
 
 
 def code_version() -> str | None:

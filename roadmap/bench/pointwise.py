@@ -13,9 +13,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from roadmap.bench.timing import timed
 from roadmap.models.net import Pointwise, as_matmul
 from roadmap.results.stats import ratio_interval
+from roadmap.runtime import timed
 
 
 def pointwise_shapes(model: nn.Module, x: torch.Tensor) -> list[tuple[int, int, int, int, bool]]:

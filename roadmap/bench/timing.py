@@ -19,6 +19,7 @@ import torchvision
 from torch import nn
 
 from roadmap.bench.breakdown import breakdown
+from roadmap.bench.pointwise import pointwise_rows
 from roadmap.conf import compose, model_config
 from roadmap.ladder import step_names
 from roadmap.models import build_model, count_gflops, count_params
@@ -32,6 +33,7 @@ from roadmap.runtime import (
     resolve_channels_last,
     resolve_device,
     sync,
+    timed,
 )
 from roadmap.train.loop import Stepper
 from roadmap.train.optim import can_fuse
@@ -43,15 +45,6 @@ def machine() -> dict:
     if torch.cuda.is_available():
         info["gpu"] = torch.cuda.get_device_name()
     return info
-
-
-def timed(fn: Callable[[], None], steps: int, device: torch.device) -> float:
-    sync(device)
-    t0 = time.perf_counter()
-    for _ in range(steps):
-        fn()
-    sync(device)
-    return (time.perf_counter() - t0) / steps
 
 
 def memory_bandwidth(device: torch.device, repeats: int) -> float:
@@ -257,8 +250,6 @@ def run(own: dict[str, str], overrides: list[str]) -> dict:
                                                       else names)]
         versus = [versus_torchvision(s, step) for step in (names[0], names[-1])]
     if own["models"] == "true" and own["pointwise"] == "true":
-        from roadmap.bench.pointwise import pointwise_rows  # it times with this module's timed
-
         pointwise = pointwise_rows({step: full_size(s, step) for step in (names[0], names[-1])},
                                    s.x, int(own["pairs"]))
     if own["data"] == "true":

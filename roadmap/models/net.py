@@ -19,6 +19,8 @@ ResNet's bias-free convs and ConvNeXt's biased ones from one rule.
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -161,7 +163,7 @@ def stem_map(cfg: ModelConfig, image_size: int) -> int:
     ``image_size`` inputs: ``resnet``'s 7x7/2 conv and 3x3/2 pool each halve it rounding up;
     ``patchify`` divides it by the patch size, rounding down."""
     if cfg.stem == "resnet":
-        return -(-(-(-image_size // 2)) // 2)
+        return math.ceil(math.ceil(image_size / 2) / 2)
     return image_size // cfg.patch_size
 
 
