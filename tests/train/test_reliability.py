@@ -403,6 +403,15 @@ def test_a_checkpoint_whose_1x1_convs_ran_as_onednn_convs_is_not_resumed_as_matm
     assert "pointwise" not in trained  # a 32x32 run: nothing recorded
 
 
+def test_a_run_over_maps_above_8x8_records_its_1x1_convs_way(tmp_path):
+    """40x40 inputs give the smoke ResNet a 10x10 stage-1 map: its 1x1 convs there run as
+    oneDNN's on the CPU, and the run says so (in metrics.json and last.pt)."""
+    metrics = train(smoke("epochs=1", "data.image_size=40", "channels_last=true"), tmp_path)
+    assert metrics["pointwise"] == "onednn-over-64px"
+    checkpoint = torch.load(tmp_path / "last.pt", weights_only=True)
+    assert checkpoint["cpu"]["pointwise"] == "onednn-over-64px"
+
+
 def test_a_full_disk_is_one_line_and_leaves_no_temporary_files(tmp_path):
     disk = tmp_path / "disk"
     disk.mkdir()
