@@ -376,31 +376,23 @@ def test_the_thread_count_is_recorded_and_a_resume_under_another_is_refused(tmp_
         train(smoke("epochs=1"), tmp_path)
 
 
-def test_a_checkpoint_of_the_first_depthwise_kernel_is_not_resumed_under_the_second(
-        tmp_path, trained):
-    """Runs before 4d8db2b recorded ``roadmap``: its weight gradient summed in another order."""
+@pytest.mark.parametrize("recorded,what", [
+    # runs before 4d8db2b recorded ``roadmap``: its weight gradient summed in another order
+    ({"depthwise": "roadmap"}, "with the roadmap depthwise kernels and this process has {now}: "
+                               "the depthwise kernel"),
+    # a CPU run over maps above 8x8 records ``pointwise`` (roadmap/models/net.py,
+    # MATMUL_PIXELS); the smoke preset's 32x32 runs record none (they resume: the tests above)
+    ({"pointwise": "onednn-over-64px"}, "with its 1x1 convs as onednn-over-64px and this process "
+                                        "runs them as matrix products: the way 1x1 convs "
+                                        "compute"),
+], ids=["first_depthwise_kernel", "1x1_convs_as_onednn_convs"])
+def test_a_checkpoint_of_other_kernels_is_not_resumed(tmp_path, trained, recorded, what):
     path = unfinished_with(tmp_path, lambda c: c["cpu"].update(threads=torch.get_num_threads(),
-                                                               depthwise="roadmap"))
+                                                               **recorded))
     with pytest.raises(RunRefused) as info:
         train(smoke("epochs=1"), tmp_path)
     assert str(info.value).startswith(
-        f"{path} was trained with the roadmap depthwise kernels and this process has "
-        f"{kernels()}: the depthwise kernel moves the sums' last bits")
-
-
-def test_a_checkpoint_whose_1x1_convs_ran_as_onednn_convs_is_not_resumed_as_matmuls(
-        tmp_path, trained):
-    """A CPU run over maps above 8x8 records ``pointwise`` (roadmap/models/net.py,
-    MATMUL_PIXELS); one with it is refused where they run as matrix products, as the smoke
-    preset's 32x32 runs do (its checkpoints have none: they resume, the tests above)."""
-    path = unfinished_with(tmp_path, lambda c: c["cpu"].update(threads=torch.get_num_threads(),
-                                                               pointwise="onednn-over-64px"))
-    with pytest.raises(RunRefused) as info:
-        train(smoke("epochs=1"), tmp_path)
-    assert str(info.value).startswith(
-        f"{path} was trained with its 1x1 convs as onednn-over-64px and this process runs them "
-        "as matrix products: the way 1x1 convs compute moves the sums' last bits")
-    assert "pointwise" not in trained  # a 32x32 run: nothing recorded
+        f"{path} was trained {what.format(now=kernels())} moves the sums' last bits")
 
 
 def test_a_run_over_maps_above_8x8_records_its_1x1_convs_way(tmp_path):
