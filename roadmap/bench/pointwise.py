@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from roadmap.models.net import Pointwise, as_matmul
+from roadmap.models.net import Pointwise, matmul_map
 from roadmap.results.stats import ratio_interval
 from roadmap.runtime import timed
 
@@ -77,5 +77,5 @@ def pointwise_rows(models: dict[str, nn.Module], x: torch.Tensor, pairs: int) ->
                          "bias": bias, "ms_matmul": 1e3 * statistics.median(t_mm),
                          "ms_conv": 1e3 * statistics.median(t_conv), "ratio": ratio,
                          "ratio_low": low, "ratio_high": high,
-                         "runs_as": "matmul" if as_matmul(sample) else "conv"})
+                         "runs_as": "matmul" if matmul_map(sample) else "conv"})
     return rows

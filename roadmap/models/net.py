@@ -145,17 +145,16 @@ class Pointwise(nn.Conv2d):
         super().__init__(cin, cout, 1, bias=bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if as_matmul(x):
-            nhwc = x.permute(0, 2, 3, 1)
+        nhwc = x.permute(0, 2, 3, 1)
+        if nhwc.is_contiguous() and matmul_map(x):
             return F.linear(nhwc, self.weight.flatten(1), self.bias).permute(0, 3, 1, 2)
         return super().forward(x)
 
 
-def as_matmul(x: torch.Tensor) -> bool:
-    """Whether :class:`Pointwise` computes ``x`` as a matrix product: NHWC in memory, and off
-    the CPU or over a map of at most :data:`MATMUL_PIXELS` pixels."""
-    return x.permute(0, 2, 3, 1).is_contiguous() and (
-        x.device.type != "cpu" or x.shape[-2] * x.shape[-1] <= MATMUL_PIXELS)
+def matmul_map(x: torch.Tensor) -> bool:
+    """Whether :class:`Pointwise` computes ``x``, when NHWC in memory, as a matrix product: off
+    the CPU, or over a map of at most :data:`MATMUL_PIXELS` pixels."""
+    return x.device.type != "cpu" or x.shape[-2] * x.shape[-1] <= MATMUL_PIXELS
 
 
 def stem_map(cfg: ModelConfig, image_size: int) -> int:
